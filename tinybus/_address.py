@@ -1,0 +1,34 @@
+"""Turning what callers pass as an address into the one string the bus routes on."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+type AddressLike = str | Enum
+"""A ``str``, or an ``Enum`` member whose value is a ``str`` (``class A(str, Enum)``)."""
+
+
+def to_address(address: object) -> str:
+    """Return the routing string for ``address``, refusing anything that is not one.
+
+    An Enum member and its value are one address: ``A.CREATE`` routes like ``"create"``.
+    """
+    if type(address) is str:
+        if address:
+            return address
+        raise ValueError("an address must be a non-empty string, got ''")
+    if isinstance(address, Enum):
+        value: object = address.value
+        if isinstance(value, str) and value:
+            return str.__str__(value)
+        raise TypeError(
+            f"an Enum address must have a non-empty str value, got {address!r} "
+            f"with value {value!r}"
+        )
+    if isinstance(address, str):
+        # A str subclass that is not an Enum routes as its plain string value.
+        return to_address(str.__str__(address))
+    raise TypeError(
+        f"an address must be a str or a str-valued Enum member, got {address!r} "
+        f"of type {type(address).__name__}"
+    )

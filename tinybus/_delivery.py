@@ -1,0 +1,194 @@
+"""Delivery: running a handler for a message and getting its outcome where it belongs.
+
+A handler is called directly. A plain function's result (or exception) is handled at once;
+an awaitable result runs in a task started eagerly (``asyncio.eager_task_factory``), so a
+coroutine that finishes without suspending costs no trip through the event loop. Outcomes go:
+
+- for a request, into the reply stream (``Reply``), value or ``HandlerExecutionError``;
+- for a published or sent message, nowhere on success; a failure is reported as a
+  ``HandlerFailure`` (log and ``bus.errors``).
+
+Every task started here is tracked until it finishes, so ``close()`` can wait for it and then
+cancel it. ``collect`` records the tasks that one publish or send started, which is what that
+call awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from types import CoroutineType
+from typing import Any
+
+from reactivex import abc
+
+from ._replies import Reply
+from .errors import HandlerExecutionError, HandlerFailure
+from .message import Message
+from .registration import Registration
+
+# Eager starts nest: a handler that requests another address starts that handler inside its
+# own first step. Past this depth tasks start the ordinary way, so a chain of handlers that
+# request each other (or themselves) never grows the stack without bound.
+MAX_EAGER_DEPTH = 16
+
+
+def is_awaitable(value: object) -> bool:
+    return type(value) is CoroutineType or (value is not None and hasattr(value, "__await__"))
+
+
+class EventObserver(abc.ObserverBase[Message[Any]]):
+    """Subscribes a registration to its address's subject: each message becomes a delivery."""
+
+    __slots__ = ("_delivery", "_registration", "_whole_message")
+
+    def __init__(self, delivery: Delivery, registration: Registration) -> None:
+        self._delivery = delivery
+        self._registration = registration
+        # Consumers receive the whole Message; listeners receive its body.
+        self._whole_message = registration.role == "consumer"
+
+    def on_next(self, value: Message[Any]) -> None:
+        self._delivery.deliver_event(
+            self._registration, value, value if self._whole_message else value.body
+        )
+
+    def on_error(self, error: Exception) -> None:
+        """Address subjects never error; nothing to do."""
+
+    def on_completed(self) -> None:
+        """The bus closed; the registration ends with it."""
+
+
+class Delivery:
+    def __init__(
+        self,
+        get_loop: Callable[[], asyncio.AbstractEventLoop],
+        report: Callable[[HandlerFailure], None],
+        push_reply: Callable[[Reply], None],
+    ) -> None:
+        self._get_loop = get_loop
+        self._report = report
+        self._push_reply = push_reply
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._collecting: list[asyncio.Task[None]] | None = None
+        self._depth = 0
+
+    def observer(self, registration: Registration) -> EventObserver:
+        return EventObserver(self, registration)
+
+    # -- starting handlers -------------------------------------------------------------
+
+    def _start(self, coro: Coroutine[Any, Any, None], collect: bool) -> None:
+        loop = self._get_loop()
+        if self._depth < MAX_EAGER_DEPTH:
+            self._depth += 1
+            try:
+                task = asyncio.eager_task_factory(loop, coro)
+            finally:
+                self._depth -= 1
+            if task.done():
+                return
+        else:
+            task = loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        if collect and self._collecting is not None:
+            self._collecting.append(task)
+
+    def collect(
+        self, push: Callable[[Message[Any]], None], message: Message[Any]
+    ) -> list[asyncio.Task[None]]:
+        """Run ``push(message)`` and return the tasks it started that are still running."""
+        outer = self._collecting
+        self._collecting = started = []
+        try:
+            push(message)
+        finally:
+            self._collecting = outer
+        return started
+
+    @staticmethod
+    async def wait(tasks: list[asyncio.Task[None]]) -> None:
+        # asyncio.wait, not ``await task``: cancelling the publisher must not cancel the
+        # handlers its message reached; they belong to the bus.
+        await asyncio.wait(tasks)
+
+    # -- published and sent messages -----------------------------------------------------
+
+    def deliver_event(self, registration: Registration, message: Message[Any], argument: Any) -> None:
+        try:
+            result = registration.handler(argument)
+        except Exception as exc:
+            self.report_failure(registration, message, exc)
+            return
+        if is_awaitable(result):
+            self._start(self._finish_event(result, registration, message), collect=True)
+
+    async def _finish_event(
+        self, result: Awaitable[Any], registration: Registration, message: Message[Any]
+    ) -> None:
+        try:
+            await result
+        except Exception as exc:
+            self.report_failure(registration, message, exc)
+
+    def report_failure(
+        self, registration: Registration, message: Message[Any] | None, exc: BaseException
+    ) -> None:
+        self._report(HandlerFailure(registration.address, registration.handler, exc, message))
+
+    # -- requests --------------------------------------------------------------------------
+
+    def deliver_request(self, registration: Registration, message: Message[Any]) -> None:
+        reply_address: str = message.reply_address  # type: ignore[assignment]
+        try:
+            result = registration.handler(message)
+        except Exception as exc:
+            self._push_reply(
+                Reply(reply_address, None, HandlerExecutionError(message.address, exc), registration)
+            )
+            return
+        if is_awaitable(result):
+            self._start(self._finish_request(result, registration, message), collect=False)
+        else:
+            self._push_reply(Reply(reply_address, result, None, registration))
+
+    async def _finish_request(
+        self, result: Awaitable[Any], registration: Registration, message: Message[Any]
+    ) -> None:
+        reply_address: str = message.reply_address  # type: ignore[assignment]
+        try:
+            body = await result
+        except BaseException as exc:
+            # A cancelled handler (CancelledError) still owes its requester an outcome; the
+            # cancellation itself, like KeyboardInterrupt and SystemExit, then propagates.
+            error = HandlerExecutionError(message.address, exc)
+            self._push_reply(Reply(reply_address, None, error, registration))
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            self._push_reply(Reply(reply_address, body, None, registration))
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    async def shutdown(self, grace: float) -> None:
+        """Let running handlers finish for ``grace`` seconds, then cancel and await the rest."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        try:
+            while self.tasks:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                await asyncio.wait(set(self.tasks), timeout=remaining)
+        finally:
+            for task in self.tasks:
+                task.cancel()
+        while self.tasks:
+            await asyncio.wait(set(self.tasks))
+
+    def reset(self) -> None:
+        self.tasks.clear()
+        self._collecting = None
+        self._depth = 0

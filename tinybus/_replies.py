@@ -1,0 +1,180 @@
+"""The correlated reply stream: replies pushed by handlers, resolved into requesters' futures.
+
+A request registers a ``PendingRequest`` under its reply address. Handlers' outcomes are
+pushed into ``stream`` (a ``LoopSubject``); its one subscriber looks the reply address up in a
+dict and settles the future. That is the whole per-request cost: no operator chain per
+request, and no timer at all for a reply that arrives while the request is being made.
+
+Timeouts are armed lazily and in batches: a request whose handler has not replied by the end
+of the call is queued, and one ``call_soon`` callback per loop iteration arms the timers of
+those still waiting. A handler that replies within one loop iteration (the common case of a
+handler awaiting once) never costs a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from reactivex import abc
+
+from ._subject import LoopSubject
+from .errors import BusClosedError, HandlerTimeoutError
+from .registration import Registration
+
+logger = logging.getLogger("tinybus")
+
+REPLY_PREFIX = "__tinybus.reply."
+
+
+class Reply:
+    """A handler's outcome on its way back: a body, or the error the requester gets."""
+
+    __slots__ = ("body", "error", "reply_address", "source")
+
+    def __init__(
+        self,
+        reply_address: str,
+        body: Any,
+        error: BaseException | None,
+        source: Registration,
+    ) -> None:
+        self.reply_address = reply_address
+        self.body = body
+        self.error = error
+        self.source = source
+
+
+class PendingRequest:
+    __slots__ = ("address", "deadline", "future", "reply_address", "timeout", "timer")
+
+    def __init__(
+        self,
+        reply_address: str,
+        address: str,
+        future: asyncio.Future[Any],
+        timeout: float,
+        deadline: float,
+    ) -> None:
+        self.reply_address = reply_address
+        self.address = address
+        self.future = future
+        self.timeout = timeout
+        self.deadline = deadline
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class ReplyTable:
+    def __init__(
+        self,
+        get_loop: Callable[[], asyncio.AbstractEventLoop],
+        on_unclaimed_failure: Callable[[Reply], None],
+        scheduler: abc.SchedulerBase,
+    ) -> None:
+        self._get_loop = get_loop
+        self._on_unclaimed_failure = on_unclaimed_failure
+        self._pending: dict[str, PendingRequest] = {}
+        self._to_arm: list[PendingRequest] = []
+        self._arming: asyncio.Handle | None = None
+        self.stream: LoopSubject[Reply] = LoopSubject(self._on_resolver_error)
+        self.stream.subscribe(self._resolve, scheduler=scheduler)
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def expect(
+        self, reply_address: str, address: str, timeout: float, loop: asyncio.AbstractEventLoop
+    ) -> PendingRequest:
+        pending = PendingRequest(
+            reply_address, address, loop.create_future(), timeout, loop.time() + timeout
+        )
+        self._pending[reply_address] = pending
+        return pending
+
+    def arm(self, pending: PendingRequest) -> None:
+        """Make sure ``pending`` fails with a timeout at its deadline, unless settled first."""
+        if math.isinf(pending.deadline):
+            return
+        self._to_arm.append(pending)
+        if self._arming is None:
+            self._arming = self._get_loop().call_soon(self._arm_queued)
+
+    def _arm_queued(self) -> None:
+        self._arming = None
+        queued, self._to_arm = self._to_arm, []
+        loop = self._get_loop()
+        for pending in queued:
+            if not pending.future.done():
+                pending.timer = loop.call_at(pending.deadline, self._expire, pending)
+
+    def _expire(self, pending: PendingRequest) -> None:
+        loop = self._get_loop()
+        if loop.time() < pending.deadline:
+            # The loop's clock granularity may fire a timer a hair early; a timeout never does.
+            pending.timer = loop.call_at(pending.deadline, self._expire, pending)
+            return
+        pending.timer = None
+        if self._pending.get(pending.reply_address) is pending:
+            del self._pending[pending.reply_address]
+        if not pending.future.done():
+            pending.future.set_exception(HandlerTimeoutError(pending.address, pending.timeout))
+
+    def forget(self, reply_address: str) -> None:
+        """The requester stopped waiting (it got its outcome, or was cancelled)."""
+        pending = self._pending.pop(reply_address, None)
+        if pending is not None and pending.timer is not None:
+            pending.timer.cancel()
+
+    def push(self, reply: Reply) -> None:
+        self.stream.on_next(reply)
+
+    def _resolve(self, reply: Reply) -> None:
+        pending = self._pending.pop(reply.reply_address, None)
+        if pending is None or pending.future.done():
+            # The requester timed out, was cancelled, or the bus closed: the reply is late.
+            if reply.error is not None:
+                self._on_unclaimed_failure(reply)
+            else:
+                logger.debug("dropped a late reply to %s", reply.reply_address)
+            return
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if reply.error is None:
+            pending.future.set_result(reply.body)
+        else:
+            pending.future.set_exception(reply.error)
+
+    def _on_resolver_error(self, exc: Exception, observer: object, value: object) -> None:
+        logger.error("resolving a reply failed", exc_info=exc)
+
+    def fail_all(self) -> None:
+        """Fail every pending request with ``BusClosedError`` and cancel every timer."""
+        if self._arming is not None:
+            self._arming.cancel()
+            self._arming = None
+        self._to_arm.clear()
+        pending_requests = list(self._pending.values())
+        self._pending.clear()
+        for pending in pending_requests:
+            if pending.timer is not None:
+                pending.timer.cancel()
+            if not pending.future.done():
+                pending.future.set_exception(
+                    BusClosedError(
+                        f"the event bus closed before {pending.address!r} replied",
+                        pending.address,
+                    )
+                )
+
+    def reset(self) -> None:
+        """Forget state that belonged to a previous, closed event loop."""
+        self._pending.clear()
+        self._to_arm.clear()
+        self._arming = None
+
+    def complete(self) -> None:
+        self.stream.on_completed()

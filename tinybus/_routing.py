@@ -1,0 +1,98 @@
+"""Routing: which registrations a message reaches. Running handlers is ``_delivery``'s job.
+
+Every address that has registrations (or ``observe`` subscribers) has a ``Route``: its
+``LoopSubject``, which carries published messages to every consumer and listener subscribed to
+it, and its consumers in registration order, from which ``request`` and ``send`` pick one
+round-robin. A route disappears with its last subscriber, so addresses that come and go
+leave nothing behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reactivex import abc
+
+from ._subject import LoopSubject, ObserverErrorHandler
+from .errors import HandlerAlreadyRegisteredError, HandlerNotFoundError
+from .message import Message
+from .registration import Registration
+
+
+class Route:
+    __slots__ = ("address", "consumers", "listeners", "next_consumer", "subject")
+
+    def __init__(self, address: str, subject: LoopSubject[Message[Any]]) -> None:
+        self.address = address
+        self.subject = subject
+        self.consumers: list[Registration] = []
+        self.listeners: list[Registration] = []
+        self.next_consumer = 0
+
+
+class Router:
+    def __init__(self, on_observer_error: ObserverErrorHandler) -> None:
+        self.routes: dict[str, Route] = {}
+        self._on_observer_error = on_observer_error
+
+    def ensure(self, address: str) -> Route:
+        route = self.routes.get(address)
+        if route is None:
+            subject: LoopSubject[Message[Any]] = LoopSubject(
+                self._on_observer_error, on_empty=lambda: self._drop_if_unused(address)
+            )
+            route = self.routes[address] = Route(address, subject)
+        return route
+
+    def _drop_if_unused(self, address: str) -> None:
+        route = self.routes.get(address)
+        if route is not None and route.subject.observer_count == 0:
+            del self.routes[address]
+
+    def add(
+        self,
+        registration: Registration,
+        observer: abc.ObserverBase[Message[Any]],
+        scheduler: abc.SchedulerBase,
+    ) -> None:
+        route = self.ensure(registration.address)
+        members = route.consumers if registration.role == "consumer" else route.listeners
+        if any(member.handler == registration.handler for member in members):
+            raise HandlerAlreadyRegisteredError(registration.address, registration.handler)
+        members.append(registration)
+        registration._observer = observer  # pyright: ignore[reportPrivateUsage]
+        registration._subscription = route.subject.subscribe(  # pyright: ignore[reportPrivateUsage]
+            observer, scheduler=scheduler
+        )
+
+    def remove(self, registration: Registration) -> None:
+        route = self.routes.get(registration.address)
+        if route is not None:
+            members = route.consumers if registration.role == "consumer" else route.listeners
+            if registration in members:
+                index = members.index(registration)
+                del members[index]
+                if members is route.consumers and index < route.next_consumer:
+                    route.next_consumer -= 1
+        subscription = registration._subscription  # pyright: ignore[reportPrivateUsage]
+        if subscription is not None:
+            registration._subscription = None  # pyright: ignore[reportPrivateUsage]
+            subscription.dispose()
+
+    def pick_consumer(self, address: str) -> Registration:
+        """The next consumer of ``address`` in round-robin order."""
+        route = self.routes.get(address)
+        if route is None or not route.consumers:
+            raise HandlerNotFoundError(address)
+        consumers = route.consumers
+        index = route.next_consumer
+        if index >= len(consumers):
+            index = 0
+        route.next_consumer = index + 1
+        return consumers[index]
+
+    def complete(self) -> None:
+        """End every address's stream: observers see ``on_completed``."""
+        for route in list(self.routes.values()):
+            route.subject.on_completed()
+        self.routes.clear()

@@ -1,0 +1,94 @@
+"""The exceptions TinyBus raises: one base class, one subclass per way a delivery can fail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .message import Message
+
+
+class EventBusError(Exception):
+    """Base of every error raised by TinyBus.
+
+    ``address`` names the address involved, when there is one.
+    """
+
+    address: str | None = None
+
+
+class HandlerNotFoundError(EventBusError):
+    """``request`` or ``send`` found no consumer registered at the address."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(f"no consumer is registered at address {address!r}")
+        self.address = address
+
+
+class HandlerAlreadyRegisteredError(EventBusError):
+    """The same handler is already registered, in the same role, at the address."""
+
+    def __init__(self, address: str, handler: object) -> None:
+        super().__init__(f"{handler_name(handler)} is already registered at address {address!r}")
+        self.address = address
+        self.handler = handler
+
+
+class HandlerExecutionError(EventBusError):
+    """The consumer that handled a request raised instead of replying.
+
+    ``original_error`` (also ``__cause__``) is the handler's exception.
+    """
+
+    def __init__(self, address: str, original_error: BaseException) -> None:
+        detail = str(original_error)
+        kind = type(original_error).__name__
+        super().__init__(
+            f"the handler for {address!r} raised {kind}: {detail}"
+            if detail
+            else f"the handler for {address!r} raised {kind}"
+        )
+        self.address = address
+        self.original_error = original_error
+        self.__cause__ = original_error
+
+
+class HandlerTimeoutError(EventBusError, TimeoutError):
+    """No reply arrived within the request's timeout."""
+
+    def __init__(self, address: str, timeout: float) -> None:
+        super().__init__(f"the request to {address!r} timed out after {timeout:g} s without a reply")
+        self.address = address
+        self.timeout = timeout
+
+
+class BusClosedError(EventBusError):
+    """The bus is closed: it accepts no new messages, and pending requests end with this."""
+
+    def __init__(self, detail: str = "the event bus is closed", address: str | None = None) -> None:
+        super().__init__(detail)
+        self.address = address
+
+
+def handler_name(handler: Any) -> str:
+    """A readable name for a handler in messages and logs."""
+    name = getattr(handler, "__qualname__", None) or getattr(handler, "__name__", None)
+    if isinstance(name, str):
+        return name
+    return repr(handler)
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerFailure:
+    """A record on ``bus.errors``: a handler failed and nobody was waiting for its outcome.
+
+    That is a listener (or a consumer reached by ``publish`` or ``send``) that raised, an
+    ``observe`` subscriber that raised, or a consumer that raised after its requester had
+    stopped waiting. ``message`` is the message being handled, when there is one.
+    """
+
+    address: str
+    handler: Any
+    exception: BaseException
+    message: Message[Any] | None = None
