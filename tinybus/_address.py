@@ -22,8 +22,7 @@ def to_address(address: object) -> str:
         if isinstance(value, str) and value:
             return str.__str__(value)
         raise TypeError(
-            f"an Enum address must have a non-empty str value, got {address!r} "
-            f"with value {value!r}"
+            f"an Enum address must have a non-empty str value, got {address!r} with value {value!r}"
         )
     if isinstance(address, str):
         # A str subclass that is not an Enum routes as its plain string value.

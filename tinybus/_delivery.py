@@ -101,7 +101,8 @@ class Delivery:
     ) -> list[asyncio.Task[None]]:
         """Run ``push(message)`` and return the tasks it started that are still running."""
         outer = self._collecting
-        self._collecting = started = []
+        started: list[asyncio.Task[None]] = []
+        self._collecting = started
         try:
             push(message)
         finally:
@@ -116,7 +117,9 @@ class Delivery:
 
     # -- published and sent messages -----------------------------------------------------
 
-    def deliver_event(self, registration: Registration, message: Message[Any], argument: Any) -> None:
+    def deliver_event(
+        self, registration: Registration, message: Message[Any], argument: Any
+    ) -> None:
         try:
             result = registration.handler(argument)
         except Exception as exc:
@@ -146,7 +149,9 @@ class Delivery:
             result = registration.handler(message)
         except Exception as exc:
             self._push_reply(
-                Reply(reply_address, None, HandlerExecutionError(message.address, exc), registration)
+                Reply(
+                    reply_address, None, HandlerExecutionError(message.address, exc), registration
+                )
             )
             return
         if is_awaitable(result):

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Self, overload
+from typing import Any, Self, cast, overload
 
 import reactivex
 from reactivex import Observable, abc
@@ -112,9 +112,7 @@ class EventBus:
     def consumer[H: ConsumerHandler](self, address: AddressLike) -> Callable[[H], H]: ...
     @overload
     def consumer(self, address: AddressLike, handler: ConsumerHandler) -> Registration: ...
-    def consumer(
-        self, address: AddressLike, handler: ConsumerHandler | None = None
-    ) -> Registration | Callable[[ConsumerHandler], ConsumerHandler]:
+    def consumer(self, address: AddressLike, handler: ConsumerHandler | None = None) -> Any:
         """Register ``handler`` as a consumer of ``address``; as a decorator when ``handler`` is
         omitted (the function is returned unchanged).
 
@@ -127,9 +125,7 @@ class EventBus:
     def on[L: Listener](self, address: AddressLike) -> Callable[[L], L]: ...
     @overload
     def on(self, address: AddressLike, listener: Listener) -> Registration: ...
-    def on(
-        self, address: AddressLike, listener: Listener | None = None
-    ) -> Registration | Callable[[Listener], Listener]:
+    def on(self, address: AddressLike, listener: Listener | None = None) -> Any:
         """Register ``listener`` for messages published to ``address``; as a decorator when
         ``listener`` is omitted. The listener receives the message body."""
         return self._register_or_decorate(address, listener, "listener")
@@ -203,7 +199,7 @@ class EventBus:
 
     @property
     def errors(self) -> Observable[HandlerFailure]:
-        """Failures nobody awaited: listeners and other handlers that raised. See ``HandlerFailure``."""
+        """Failures nobody awaits: listeners and other handlers that raised (``HandlerFailure``)."""
         return self._errors
 
     # -- sending -----------------------------------------------------------------------------
@@ -332,10 +328,14 @@ class EventBus:
         cause = error.__cause__ if error.__cause__ is not None else error
         self._delivery.report_failure(reply.source, None, cause)
 
-    def _on_observer_error(self, exc: Exception, observer: abc.ObserverBase[Any], value: Any) -> None:
-        address = value.address if isinstance(value, Message) else ""
-        message: Message[Any] | None = value if isinstance(value, Message) else None
-        self._report(HandlerFailure(address, observer, exc, message))
+    def _on_observer_error(
+        self, exc: Exception, observer: abc.ObserverBase[Any], value: Any
+    ) -> None:
+        if isinstance(value, Message):
+            message = cast(Message[Any], value)
+            self._report(HandlerFailure(message.address, observer, exc, message))
+        else:
+            self._report(HandlerFailure("", observer, exc, None))
 
     def _on_errors_subscriber_error(self, exc: Exception, observer: object, value: object) -> None:
         logger.error("a subscriber of bus.errors raised; it stays subscribed", exc_info=exc)

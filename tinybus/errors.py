@@ -58,7 +58,9 @@ class HandlerTimeoutError(EventBusError, TimeoutError):
     """No reply arrived within the request's timeout."""
 
     def __init__(self, address: str, timeout: float) -> None:
-        super().__init__(f"the request to {address!r} timed out after {timeout:g} s without a reply")
+        super().__init__(
+            f"the request to {address!r} timed out after {timeout:g} s without a reply"
+        )
         self.address = address
         self.timeout = timeout
 

@@ -6,7 +6,7 @@ import itertools
 import secrets
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from ._address import to_address
 
@@ -95,8 +95,7 @@ class Message[T]:
         reply = f", reply_address={self.reply_address!r}" if self.reply_address else ""
         headers = f", headers={dict(self.headers)!r}" if self.headers else ""
         return (
-            f"Message(address={self.address!r}, id={self.id!r}{headers}{reply}, "
-            f"body={self.body!r})"
+            f"Message(address={self.address!r}, id={self.id!r}{headers}{reply}, body={self.body!r})"
         )
 
 
@@ -107,7 +106,7 @@ def make_message[B](
     reply_address: str | None,
 ) -> Message[B]:
     """The bus's own constructor: its arguments are already checked, so it skips ``__init__``."""
-    message: Message[B] = object.__new__(Message)
+    message = cast(Message[B], object.__new__(Message))
     message.body = body
     message.id = f"{_ID_PREFIX}-{next(_id_counter)}"
     message.address = address

@@ -45,9 +45,6 @@ class DeliveryOptions:
         if self.timeout is not None:
             object.__setattr__(self, "timeout", check_timeout(self.timeout))
         if type(self.retry_attempts) is not int or self.retry_attempts < 0:
-            raise ValueError(
-                f"retry_attempts must be an int >= 0, got {self.retry_attempts!r}"
-            )
+            raise ValueError(f"retry_attempts must be an int >= 0, got {self.retry_attempts!r}")
         if self.headers is not None:
             object.__setattr__(self, "headers", freeze_headers(self.headers))
-

@@ -17,7 +17,15 @@ class Registration:
     finish; none reach it afterwards.
     """
 
-    __slots__ = ("_observer", "_registered", "_subscription", "_unregister", "address", "handler", "role")
+    __slots__ = (
+        "_observer",
+        "_registered",
+        "_subscription",
+        "_unregister",
+        "address",
+        "handler",
+        "role",
+    )
 
     def __init__(
         self,
