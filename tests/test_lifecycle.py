@@ -1,0 +1,245 @@
+"""Binding to the event loop, and shutting down with close()."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from reactivex import operators as ops
+
+from tinybus import BusClosedError, EventBus, EventBusError, HandlerFailure, Message
+
+from .conftest import wait_for
+
+
+def test_bus_built_without_a_loop_binds_to_the_loop_that_uses_it() -> None:
+    bus = EventBus()
+    bus.consumer("echo", lambda message: message.body)
+
+    async def main() -> Any:
+        return await bus.request("echo", "from asyncio.run")
+
+    assert asyncio.run(main()) == "from asyncio.run"
+    # asyncio.run closed that loop: the bus moves on to the next one.
+    assert asyncio.run(main()) == "from asyncio.run"
+
+
+def test_bus_used_inside_an_already_running_loop_without_asyncio_run() -> None:
+    """As in a Jupyter kernel: the loop runs already and code is scheduled onto it."""
+    bus = EventBus()
+    heard: list[str] = []
+    bus.on("cell", heard.append)
+    loop = asyncio.new_event_loop()
+    try:
+        results: list[Any] = []
+
+        def cell() -> None:
+            task = loop.create_task(bus.publish("cell", "top-level await"))
+            task.add_done_callback(lambda t: (results.append(t.result()), loop.stop()))
+
+        loop.call_soon(cell)
+        loop.run_forever()
+        assert results == [None]
+        assert heard == ["top-level await"]
+        loop.run_until_complete(bus.close())
+    finally:
+        loop.close()
+
+
+def test_bus_refuses_a_second_open_loop() -> None:
+    bus = EventBus()
+    first = asyncio.new_event_loop()
+    try:
+        first.run_until_complete(bus.publish("x", 1))
+
+        async def elsewhere() -> None:
+            await bus.publish("x", 1)
+
+        with pytest.raises(EventBusError, match="bound to another event loop"):
+            asyncio.run(elsewhere())
+        first.run_until_complete(bus.close())
+    finally:
+        first.close()
+
+
+async def test_close_fails_pending_requests_at_once_with_bus_closed_error() -> None:
+    bus = EventBus(close_timeout=0.5)
+    release = asyncio.Event()
+
+    @bus.consumer("hang")
+    async def hang(message: Message[None]) -> None:
+        await release.wait()
+
+    requesters = [asyncio.create_task(bus.request("hang", None)) for _ in range(10)]
+    await wait_for(lambda: "10 pending requests" in repr(bus))
+    closing = asyncio.create_task(bus.close())
+    results = await asyncio.wait_for(asyncio.gather(*requesters, return_exceptions=True), 0.4)
+    assert all(isinstance(result, BusClosedError) for result in results)
+    assert "'hang'" in str(results[0])
+    release.set()
+    await closing
+
+
+async def test_close_lets_running_handlers_finish_within_the_grace_period() -> None:
+    bus = EventBus(close_timeout=5)
+    finished: list[str] = []
+
+    @bus.on("evt")
+    async def slow(body: str) -> None:
+        await asyncio.sleep(0.05)
+        finished.append(body)
+
+    publisher = asyncio.create_task(bus.publish("evt", "done in time"))
+    await wait_for(lambda: "1 running handlers" in repr(bus))
+    await bus.close()
+    assert finished == ["done in time"]
+    await publisher
+
+
+async def test_close_cancels_handlers_still_running_after_the_grace_period() -> None:
+    bus = EventBus()
+    outcome: list[str] = []
+
+    @bus.on("evt")
+    async def stuck(body: str) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    publisher = asyncio.create_task(bus.publish("evt", "x"))
+    await wait_for(lambda: "1 running handlers" in repr(bus))
+    before = asyncio.get_running_loop().time()
+    await bus.close(timeout=0.05)
+    assert asyncio.get_running_loop().time() - before >= 0.05
+    assert outcome == ["cancelled"]
+    assert "0 running handlers" in repr(bus)
+    await asyncio.wait_for(publisher, 1)  # the publisher is released, not left hanging
+    leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert leftover == []
+
+
+async def test_after_close_everything_new_is_refused() -> None:
+    bus = EventBus()
+    bus.consumer("echo", lambda message: message.body)
+    await bus.close()
+    assert bus.is_closed
+    with pytest.raises(BusClosedError):
+        await bus.request("echo", 1)
+    with pytest.raises(BusClosedError):
+        await bus.publish("echo", 1)
+    with pytest.raises(BusClosedError):
+        await bus.send("echo", 1)
+    with pytest.raises(BusClosedError):
+        bus.consumer("other", print)
+    with pytest.raises(BusClosedError):
+        bus.on("other", print)
+
+
+async def test_close_twice_and_concurrently_is_harmless() -> None:
+    bus = EventBus()
+    release = asyncio.Event()
+
+    @bus.on("evt")
+    async def slow(body: None) -> None:
+        await release.wait()
+
+    publisher = asyncio.create_task(bus.publish("evt", None))
+    await wait_for(lambda: "1 running handlers" in repr(bus))
+    first = asyncio.create_task(bus.close())
+    second = asyncio.create_task(bus.close())
+    await asyncio.sleep(0.01)
+    assert not first.done()
+    assert not second.done()
+    release.set()
+    await asyncio.wait_for(asyncio.gather(first, second, publisher), 2)
+    await bus.close()
+
+
+async def test_closing_an_unused_bus_works() -> None:
+    bus = EventBus()
+    await bus.close()
+    assert bus.is_closed
+
+
+async def test_context_manager_closes_the_bus() -> None:
+    async with EventBus() as bus:
+        bus.consumer("echo", lambda message: message.body)
+        assert await bus.request("echo", 1) == 1
+    assert bus.is_closed
+
+
+async def test_close_completes_observed_streams_and_the_error_stream() -> None:
+    bus = EventBus()
+    completed: list[str] = []
+    bus.observe("evt").subscribe(on_completed=lambda: completed.append("evt"))
+    bus.errors.subscribe(on_completed=lambda: completed.append("errors"))
+    await bus.publish("evt", 1)
+    await bus.close()
+    assert completed == ["evt", "errors"]
+    late: list[str] = []
+    bus.observe("evt").subscribe(on_completed=lambda: late.append("completed at once"))
+    assert late == ["completed at once"]
+
+
+async def test_handlers_requesting_during_close_get_bus_closed_error() -> None:
+    bus = EventBus(close_timeout=1)
+    outcome: list[BaseException] = []
+    started = asyncio.Event()
+
+    @bus.consumer("inner")
+    async def inner(message: Message[None]) -> None:
+        await asyncio.Event().wait()
+
+    @bus.on("evt")
+    async def outer(body: None) -> None:
+        started.set()
+        try:
+            await bus.request("inner", None)
+        except BusClosedError as exc:
+            outcome.append(exc)
+
+    publisher = asyncio.create_task(bus.publish("evt", None))
+    await started.wait()
+    await bus.close()
+    await publisher
+    assert len(outcome) == 1
+
+
+@pytest.mark.parametrize("bad", [-1, "5", None])
+def test_invalid_close_timeout_is_refused(bad: Any) -> None:
+    with pytest.raises(ValueError, match="close timeout"):
+        EventBus(close_timeout=bad)
+
+
+async def test_no_thread_is_started_by_the_bus() -> None:
+    threads_before = set(threading.enumerate())
+    async with EventBus() as bus:
+        delivered_on: list[threading.Thread] = []
+        bus.observe("evt").pipe(ops.debounce(0.01)).subscribe(
+            lambda message: delivered_on.append(threading.current_thread()),
+            scheduler=bus.scheduler,
+        )
+        bus.consumer("echo", lambda message: message.body)
+        for n in range(5):
+            await bus.publish("evt", n)
+            await bus.request("echo", n, timeout=1)
+        await wait_for(lambda: bool(delivered_on))
+    assert delivered_on == [threading.main_thread()]
+    assert set(threading.enumerate()) == threads_before
+
+
+async def test_error_stream_subscriber_that_raises_does_not_take_the_bus_down(
+    bus: EventBus, failures: list[HandlerFailure]
+) -> None:
+    def bad_subscriber(failure: HandlerFailure) -> None:
+        raise RuntimeError("error handler broke")
+
+    bus.errors.subscribe(bad_subscriber)
+    bus.on("evt", lambda body: 1 / 0)
+    await bus.publish("evt", 1)
+    await bus.publish("evt", 2)
+    assert [f.message.body for f in failures if f.message] == [1, 2]
