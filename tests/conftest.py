@@ -22,9 +22,19 @@ def failures(bus: EventBus) -> list[HandlerFailure]:
     return seen
 
 
-async def wait_for(condition: object, timeout: float = 5.0) -> None:
-    """Wait, without a fixed sleep, until ``condition()`` is true; fail after ``timeout``."""
-    assert callable(condition)
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.001)
+class Gate:
+    """Counts arrivals; ``wait()`` returns once ``expected`` have arrived, or fails after 5 s."""
+
+    def __init__(self, expected: int = 1) -> None:
+        self.expected = expected
+        self.arrived = 0
+        self._reached = asyncio.Event()
+
+    def arrive(self, *_: object) -> None:
+        self.arrived += 1
+        if self.arrived >= self.expected:
+            self._reached.set()
+
+    async def wait(self, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            await self._reached.wait()

@@ -11,7 +11,7 @@ from reactivex import operators as ops
 
 from tinybus import BusClosedError, EventBus, EventBusError, HandlerFailure, Message
 
-from .conftest import wait_for
+from .conftest import Gate
 
 
 def test_bus_built_without_a_loop_binds_to_the_loop_that_uses_it() -> None:
@@ -67,13 +67,16 @@ def test_bus_refuses_a_second_open_loop() -> None:
 async def test_close_fails_pending_requests_at_once_with_bus_closed_error() -> None:
     bus = EventBus(close_timeout=0.5)
     release = asyncio.Event()
+    started = Gate(10)
 
     @bus.consumer("hang")
     async def hang(message: Message[None]) -> None:
+        started.arrive()
         await release.wait()
 
     requesters = [asyncio.create_task(bus.request("hang", None)) for _ in range(10)]
-    await wait_for(lambda: "10 pending requests" in repr(bus))
+    await started.wait()
+    assert "10 pending requests" in repr(bus)
     closing = asyncio.create_task(bus.close())
     results = await asyncio.wait_for(asyncio.gather(*requesters, return_exceptions=True), 0.4)
     assert all(isinstance(result, BusClosedError) for result in results)
@@ -85,14 +88,16 @@ async def test_close_fails_pending_requests_at_once_with_bus_closed_error() -> N
 async def test_close_lets_running_handlers_finish_within_the_grace_period() -> None:
     bus = EventBus(close_timeout=5)
     finished: list[str] = []
+    started = Gate()
 
     @bus.on("evt")
     async def slow(body: str) -> None:
+        started.arrive()
         await asyncio.sleep(0.05)
         finished.append(body)
 
     publisher = asyncio.create_task(bus.publish("evt", "done in time"))
-    await wait_for(lambda: "1 running handlers" in repr(bus))
+    await started.wait()
     await bus.close()
     assert finished == ["done in time"]
     await publisher
@@ -101,9 +106,11 @@ async def test_close_lets_running_handlers_finish_within_the_grace_period() -> N
 async def test_close_cancels_handlers_still_running_after_the_grace_period() -> None:
     bus = EventBus()
     outcome: list[str] = []
+    started = Gate()
 
     @bus.on("evt")
     async def stuck(body: str) -> None:
+        started.arrive()
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
@@ -111,7 +118,7 @@ async def test_close_cancels_handlers_still_running_after_the_grace_period() -> 
             raise
 
     publisher = asyncio.create_task(bus.publish("evt", "x"))
-    await wait_for(lambda: "1 running handlers" in repr(bus))
+    await started.wait()
     before = asyncio.get_running_loop().time()
     await bus.close(timeout=0.05)
     assert asyncio.get_running_loop().time() - before >= 0.05
@@ -142,13 +149,15 @@ async def test_after_close_everything_new_is_refused() -> None:
 async def test_close_twice_and_concurrently_is_harmless() -> None:
     bus = EventBus()
     release = asyncio.Event()
+    started = Gate()
 
     @bus.on("evt")
     async def slow(body: None) -> None:
+        started.arrive()
         await release.wait()
 
     publisher = asyncio.create_task(bus.publish("evt", None))
-    await wait_for(lambda: "1 running handlers" in repr(bus))
+    await started.wait()
     first = asyncio.create_task(bus.close())
     second = asyncio.create_task(bus.close())
     await asyncio.sleep(0.01)
@@ -219,15 +228,16 @@ async def test_no_thread_is_started_by_the_bus() -> None:
     threads_before = set(threading.enumerate())
     async with EventBus() as bus:
         delivered_on: list[threading.Thread] = []
+        delivered = Gate()
         bus.observe("evt").pipe(ops.debounce(0.01)).subscribe(
-            lambda message: delivered_on.append(threading.current_thread()),
+            lambda message: (delivered_on.append(threading.current_thread()), delivered.arrive()),
             scheduler=bus.scheduler,
         )
         bus.consumer("echo", lambda message: message.body)
         for n in range(5):
             await bus.publish("evt", n)
             await bus.request("echo", n, timeout=1)
-        await wait_for(lambda: bool(delivered_on))
+        await delivered.wait()
     assert delivered_on == [threading.main_thread()]
     assert set(threading.enumerate()) == threads_before
 

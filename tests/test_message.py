@@ -28,7 +28,10 @@ def test_message_create_gives_unique_ids() -> None:
 
 def test_message_repr_shows_envelope_and_body() -> None:
     message = Message.create({"k": 1}, address="a", headers={"h": "v"})
-    assert repr(message) == f"Message(address='a', id={message.id!r}, headers={{'h': 'v'}}, body={{'k': 1}})"
+    assert (
+        repr(message)
+        == f"Message(address='a', id={message.id!r}, headers={{'h': 'v'}}, body={{'k': 1}})"
+    )
 
 
 def test_headers_are_a_read_only_copy() -> None:

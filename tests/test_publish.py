@@ -17,7 +17,7 @@ from tinybus import (
     Message,
 )
 
-from .conftest import wait_for
+from .conftest import Gate
 
 
 async def test_publish_reaches_every_listener_in_registration_order(bus: EventBus) -> None:
@@ -137,19 +137,22 @@ async def test_listeners_do_not_receive_requests_or_sends(bus: EventBus) -> None
 async def test_cancelling_the_publisher_does_not_cancel_listeners(bus: EventBus) -> None:
     release = asyncio.Event()
     outcome: list[str] = []
+    started, finished = Gate(), Gate()
 
     @bus.on("evt")
     async def slow(value: str) -> None:
+        started.arrive()
         await release.wait()
         outcome.append(value)
+        finished.arrive()
 
     publisher = asyncio.create_task(bus.publish("evt", "kept"))
-    await wait_for(lambda: "1 running handlers" in repr(bus))
+    await started.wait()
     publisher.cancel()
     with pytest.raises(asyncio.CancelledError):
         await publisher
     release.set()
-    await wait_for(lambda: bool(outcome))
+    await finished.wait()
     assert outcome == ["kept"]
 
 

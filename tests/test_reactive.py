@@ -11,7 +11,7 @@ from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from tinybus import EventBus, HandlerFailure, Message
 
-from .conftest import wait_for
+from .conftest import Gate
 
 
 async def test_observe_yields_messages_and_composes_operators(bus: EventBus) -> None:
@@ -67,23 +67,25 @@ async def test_scheduler_is_an_asyncio_scheduler_on_the_bus_loop(bus: EventBus) 
     assert isinstance(bus.scheduler, AsyncIOScheduler)
     loop = asyncio.get_running_loop()
     ran_on: list[asyncio.AbstractEventLoop] = []
-    bus.scheduler.schedule_relative(0.001, lambda scheduler, state: ran_on.append(
-        asyncio.get_running_loop()
-    ))
-    await wait_for(lambda: bool(ran_on))
+    ran = Gate()
+    bus.scheduler.schedule_relative(
+        0.001, lambda scheduler, state: (ran_on.append(asyncio.get_running_loop()), ran.arrive())
+    )
+    await ran.wait()
     assert ran_on == [loop]
 
 
 async def test_buffer_with_time_on_the_bus_scheduler_groups_a_burst(bus: EventBus) -> None:
     batches: list[list[int]] = []
+    flushed = Gate()
     bus.observe("keys").pipe(
         ops.map(lambda message: message.body),
         ops.buffer_with_time(0.2),
         ops.filter(bool),
-    ).subscribe(batches.append, scheduler=bus.scheduler)
+    ).subscribe(lambda batch: (batches.append(batch), flushed.arrive()), scheduler=bus.scheduler)
     for key in range(5):
         await bus.publish("keys", key)
-    await wait_for(lambda: bool(batches))
+    await flushed.wait()
     assert batches[0] == [0, 1, 2, 3, 4]
 
 

@@ -70,7 +70,7 @@ def test_same_consumer_twice_on_one_address_is_refused() -> None:
         pass
 
     bus.consumer("a", handler)
-    with pytest.raises(HandlerAlreadyRegisteredError, match="handler.*'a'") as caught:
+    with pytest.raises(HandlerAlreadyRegisteredError, match=r"handler.*'a'") as caught:
         bus.consumer("a", handler)
     assert caught.value.address == "a"
     bus.consumer("b", handler)  # another address is fine

@@ -84,7 +84,7 @@ class Delivery:
         if self._depth < MAX_EAGER_DEPTH:
             self._depth += 1
             try:
-                task = asyncio.eager_task_factory(loop, coro)
+                task = asyncio.Task(coro, loop=loop, eager_start=True)
             finally:
                 self._depth -= 1
             if task.done():

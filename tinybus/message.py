@@ -106,7 +106,7 @@ def make_message[B](
     reply_address: str | None,
 ) -> Message[B]:
     """The bus's own constructor: its arguments are already checked, so it skips ``__init__``."""
-    message = cast(Message[B], object.__new__(Message))
+    message = cast("Message[B]", object.__new__(Message))
     message.body = body
     message.id = f"{_ID_PREFIX}-{next(_id_counter)}"
     message.address = address

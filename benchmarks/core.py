@@ -1,0 +1,114 @@
+"""Throughput of the core bus, as ratios against a direct ``await handler(x)`` in the same run.
+
+Run with ``uv run python benchmarks/core.py`` (``--quick`` for a short run). Each scenario and
+its baseline are measured in alternating order, several rounds; the median is quoted, because
+absolute numbers on a shared machine drift while ratios hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from tinybus import EventBus, Message
+
+type Run = Callable[[int], Awaitable[None]]
+
+
+async def handler_returns(message: Message[int]) -> int:
+    return message.body
+
+
+async def handler_awaits(message: Message[int]) -> int:
+    await asyncio.sleep(0)
+    return message.body
+
+
+async def direct_returns(n: int) -> int:
+    return n
+
+
+async def direct_awaits(n: int) -> int:
+    await asyncio.sleep(0)
+    return n
+
+
+def scenarios(bus: EventBus) -> dict[str, tuple[Run, Run]]:
+    """name -> (baseline, tinybus), each running ``count`` operations."""
+    bus.consumer("returns", handler_returns)
+    bus.consumer("awaits", handler_awaits)
+    received = 0
+
+    async def listener(body: int) -> None:
+        nonlocal received
+        received += 1
+
+    bus.on("event", listener)
+
+    async def direct_call(count: int) -> None:
+        for n in range(count):
+            await direct_returns(n)
+
+    async def direct_call_awaiting(count: int) -> None:
+        for n in range(count):
+            await direct_awaits(n)
+
+    async def request_returns(count: int) -> None:
+        for n in range(count):
+            await bus.request("returns", n)
+
+    async def request_awaits(count: int) -> None:
+        for n in range(count):
+            await bus.request("awaits", n)
+
+    async def direct_listener(count: int) -> None:
+        for n in range(count):
+            await listener(n)
+
+    async def publish(count: int) -> None:
+        for n in range(count):
+            await bus.publish("event", n)
+
+    return {
+        "request, handler returns at once": (direct_call, request_returns),
+        "request, handler awaits once": (direct_call_awaiting, request_awaits),
+        "publish to one async listener": (direct_listener, publish),
+    }
+
+
+async def measure(run: Run, count: int) -> float:
+    started = time.perf_counter()
+    await run(count)
+    return count / (time.perf_counter() - started)
+
+
+async def main(rounds: int, count: int) -> None:
+    async with EventBus() as bus:
+        python = f"Python {platform.python_version()} on {platform.machine()}"
+        print(f"{python}, {rounds} rounds of {count}")
+        print("| scenario | direct await (ops/s) | TinyBus (ops/s) | TinyBus / direct |")
+        print("|---|---:|---:|---:|")
+        for name, (baseline, subject) in scenarios(bus).items():
+            await measure(subject, count // 10)  # warm-up
+            base_rates: list[float] = []
+            bus_rates: list[float] = []
+            for round_number in range(rounds):
+                pair = [(baseline, base_rates), (subject, bus_rates)]
+                for run, rates in pair if round_number % 2 == 0 else reversed(pair):
+                    rates.append(await measure(run, count))
+            base, ours = statistics.median(base_rates), statistics.median(bus_rates)
+            print(f"| {name} | {base:,.0f} | {ours:,.0f} | {ours / base:.3f} |")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
+    arguments = parser.parse_args()
+    rounds, count = (3, 20_000) if arguments.quick else (7, 100_000)
+    asyncio.run(main(rounds, count))
+    sys.exit(0)
