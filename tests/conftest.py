@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -34,6 +34,15 @@ class Gate:
         self.arrived += 1
         if self.arrived >= self.expected:
             self._reached.set()
+
+    def recorder[T](self, into: list[T]) -> Callable[[T], None]:
+        """A callback that appends to ``into`` and counts as an arrival."""
+
+        def record(item: T) -> None:
+            into.append(item)
+            self.arrive()
+
+        return record
 
     async def wait(self, timeout: float = 5.0) -> None:
         async with asyncio.timeout(timeout):

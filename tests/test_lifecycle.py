@@ -229,9 +229,9 @@ async def test_no_thread_is_started_by_the_bus() -> None:
     async with EventBus() as bus:
         delivered_on: list[threading.Thread] = []
         delivered = Gate()
+        record = delivered.recorder(delivered_on)
         bus.observe("evt").pipe(ops.debounce(0.01)).subscribe(
-            lambda message: (delivered_on.append(threading.current_thread()), delivered.arrive()),
-            scheduler=bus.scheduler,
+            lambda message: record(threading.current_thread()), scheduler=bus.scheduler
         )
         bus.consumer("echo", lambda message: message.body)
         for n in range(5):

@@ -68,8 +68,9 @@ async def test_scheduler_is_an_asyncio_scheduler_on_the_bus_loop(bus: EventBus) 
     loop = asyncio.get_running_loop()
     ran_on: list[asyncio.AbstractEventLoop] = []
     ran = Gate()
+    record = ran.recorder(ran_on)
     bus.scheduler.schedule_relative(
-        0.001, lambda scheduler, state: (ran_on.append(asyncio.get_running_loop()), ran.arrive())
+        0.001, lambda scheduler, state: record(asyncio.get_running_loop())
     )
     await ran.wait()
     assert ran_on == [loop]
@@ -82,7 +83,7 @@ async def test_buffer_with_time_on_the_bus_scheduler_groups_a_burst(bus: EventBu
         ops.map(lambda message: message.body),
         ops.buffer_with_time(0.2),
         ops.filter(bool),
-    ).subscribe(lambda batch: (batches.append(batch), flushed.arrive()), scheduler=bus.scheduler)
+    ).subscribe(flushed.recorder(batches), scheduler=bus.scheduler)
     for key in range(5):
         await bus.publish("keys", key)
     await flushed.wait()
