@@ -1,5 +1,6 @@
 """TinyBus: an async-first, in-process event bus inspired by the Vert.x event bus."""
 
+from .addresses import Address, Event
 from .bus import EventBus
 from .errors import (
     BusClosedError,
@@ -9,14 +10,17 @@ from .errors import (
     HandlerFailure,
     HandlerNotFoundError,
     HandlerTimeoutError,
+    MessageValidationError,
 )
 from .message import Message
 from .options import DeliveryOptions
 from .registration import Registration
 
 __all__ = [
+    "Address",
     "BusClosedError",
     "DeliveryOptions",
+    "Event",
     "EventBus",
     "EventBusError",
     "HandlerAlreadyRegisteredError",
@@ -25,6 +29,7 @@ __all__ = [
     "HandlerNotFoundError",
     "HandlerTimeoutError",
     "Message",
+    "MessageValidationError",
     "Registration",
 ]
 

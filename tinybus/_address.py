@@ -8,6 +8,32 @@ type AddressLike = str | Enum
 """A ``str``, or an ``Enum`` member whose value is a ``str`` (``class A(str, Enum)``)."""
 
 
+class TypedAddress:
+    """Base of ``Address`` and ``Event``: a routing string that also carries types."""
+
+    __slots__ = ("__orig_class__", "value")
+
+    def __init__(self, value: AddressLike) -> None:
+        self.value = to_address(value)
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __repr__(self) -> str:
+        generic = getattr(self, "__orig_class__", None)
+        return f"{generic or type(self).__name__}({self.value!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, TypedAddress)
+            and type(other) is type(self)
+            and other.value == self.value
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+
 def to_address(address: object) -> str:
     """Return the routing string for ``address``, refusing anything that is not one.
 
@@ -17,6 +43,8 @@ def to_address(address: object) -> str:
         if address:
             return address
         raise ValueError("an address must be a non-empty string, got ''")
+    if isinstance(address, TypedAddress):
+        return address.value
     if isinstance(address, Enum):
         value: object = address.value
         if isinstance(value, str) and value:

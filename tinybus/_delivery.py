@@ -20,11 +20,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import CoroutineType
 from typing import Any
 
+from pydantic import ValidationError
 from reactivex import abc
 
 from ._replies import Reply
-from .errors import HandlerExecutionError, HandlerFailure
-from .message import Message
+from ._validation import validation_summary
+from .errors import HandlerExecutionError, HandlerFailure, MessageValidationError
+from .message import Message, copy_with_body
 from .registration import Registration
 
 # Eager starts nest: a handler that requests another address starts that handler inside its
@@ -37,21 +39,58 @@ def is_awaitable(value: object) -> bool:
     return type(value) is CoroutineType or (value is not None and hasattr(value, "__await__"))
 
 
+def handler_argument(registration: Registration, message: Message[Any]) -> Any:
+    """What the handler is called with: the body or the message, validated if it declares a
+    type. Raises ``MessageValidationError`` for a body that is not valid."""
+    types = registration._types  # pyright: ignore[reportPrivateUsage]
+    body = message.body
+    if types.accepts is not None:
+        try:
+            body = types.accepts(body)
+        except ValidationError as exc:
+            raise MessageValidationError(
+                message.address,
+                types.accepts.expected,
+                exc.errors(include_url=False),
+                validation_summary(exc),
+            ) from exc
+        if not types.wants_message:
+            return body
+        return message if body is message.body else copy_with_body(message, body)
+    return message if types.wants_message else body
+
+
+def checked_reply(
+    registration: Registration, reply_address: str, address: str, result: Any
+) -> Reply:
+    """The reply for ``result``, converted to the declared return type, or the failure saying
+    the handler returned an invalid type."""
+    returns = registration._types.returns  # pyright: ignore[reportPrivateUsage]
+    if returns is not None:
+        try:
+            result = returns(result)
+        except ValidationError as exc:
+            error = HandlerExecutionError(
+                address,
+                exc,
+                f"the handler for {address!r} returned an invalid type: expected "
+                f"{returns.expected}, got {type(result).__name__}: {validation_summary(exc)}",
+            )
+            return Reply(reply_address, None, error, registration)
+    return Reply(reply_address, result, None, registration)
+
+
 class EventObserver(abc.ObserverBase[Message[Any]]):
     """Subscribes a registration to its address's subject: each message becomes a delivery."""
 
-    __slots__ = ("_delivery", "_registration", "_whole_message")
+    __slots__ = ("_delivery", "_registration")
 
     def __init__(self, delivery: Delivery, registration: Registration) -> None:
         self._delivery = delivery
         self._registration = registration
-        # Consumers receive the whole Message; listeners receive its body.
-        self._whole_message = registration.role == "consumer"
 
     def on_next(self, value: Message[Any]) -> None:
-        self._delivery.deliver_event(
-            self._registration, value, value if self._whole_message else value.body
-        )
+        self._delivery.deliver_event(self._registration, value)
 
     def on_error(self, error: Exception) -> None:
         """Address subjects never error; nothing to do."""
@@ -117,11 +156,9 @@ class Delivery:
 
     # -- published and sent messages -----------------------------------------------------
 
-    def deliver_event(
-        self, registration: Registration, message: Message[Any], argument: Any
-    ) -> None:
+    def deliver_event(self, registration: Registration, message: Message[Any]) -> None:
         try:
-            result = registration.handler(argument)
+            result = registration.handler(handler_argument(registration, message))
         except Exception as exc:
             self.report_failure(registration, message, exc)
             return
@@ -146,7 +183,10 @@ class Delivery:
     def deliver_request(self, registration: Registration, message: Message[Any]) -> None:
         reply_address: str = message.reply_address  # type: ignore[assignment]
         try:
-            result = registration.handler(message)
+            result = registration.handler(handler_argument(registration, message))
+        except MessageValidationError as exc:
+            self._push_reply(Reply(reply_address, None, exc, registration))
+            return
         except Exception as exc:
             self._push_reply(
                 Reply(
@@ -157,7 +197,7 @@ class Delivery:
         if is_awaitable(result):
             self._start(self._finish_request(result, registration, message), collect=False)
         else:
-            self._push_reply(Reply(reply_address, result, None, registration))
+            self._push_reply(checked_reply(registration, reply_address, message.address, result))
 
     async def _finish_request(
         self, result: Awaitable[Any], registration: Registration, message: Message[Any]
@@ -173,7 +213,7 @@ class Delivery:
             if not isinstance(exc, Exception):
                 raise
         else:
-            self._push_reply(Reply(reply_address, body, None, registration))
+            self._push_reply(checked_reply(registration, reply_address, message.address, body))
 
     # -- shutdown --------------------------------------------------------------------------
 

@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self, cast, overload
 
 import reactivex
+from pydantic import ValidationError
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from ._address import AddressLike, to_address
+from ._address import AddressLike, TypedAddress, to_address
 from ._delivery import Delivery
 from ._replies import REPLY_PREFIX, Reply, ReplyTable
 from ._routing import Router
 from ._scheduler import BusScheduler
 from ._subject import LoopSubject
-from .errors import BusClosedError, EventBusError, HandlerFailure, HandlerTimeoutError, handler_name
+from ._validation import read_handler_types, validation_summary, validator_for
+from .addresses import Address, Event
+from .errors import (
+    BusClosedError,
+    EventBusError,
+    HandlerExecutionError,
+    HandlerFailure,
+    HandlerTimeoutError,
+    MessageValidationError,
+    handler_name,
+)
 from .message import EMPTY_HEADERS, Message, freeze_headers, make_message
 from .options import DeliveryOptions, check_timeout
 from .registration import Registration, Role
@@ -27,6 +38,9 @@ logger = logging.getLogger("tinybus")
 
 type ConsumerHandler = Callable[[Message[Any]], Any]
 type Listener = Callable[[Any], Any]
+type TypedConsumer[Req, Rep] = Callable[[Message[Req]], Rep | Awaitable[Rep]]
+type TypedListener[B] = Callable[[B], object]
+type AnyAddress = AddressLike | TypedAddress
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CLOSE_TIMEOUT = 5.0
@@ -41,7 +55,8 @@ class EventBus:
 
     ``default_timeout`` is how long a request waits for its reply unless told otherwise;
     ``close_timeout`` is how long ``close()`` lets running handlers finish before cancelling
-    them.
+    them; ``validate=False`` turns off the validation of bodies and replies against handlers'
+    annotations (registrations may turn it back on with ``validate=True``).
     """
 
     def __init__(
@@ -49,9 +64,11 @@ class EventBus:
         *,
         default_timeout: float = DEFAULT_TIMEOUT,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        validate: bool = True,
     ) -> None:
         self._default_timeout = check_timeout(default_timeout, "default_timeout")
         self._close_timeout = _check_grace(close_timeout)
+        self._validate = validate
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
@@ -109,46 +126,96 @@ class EventBus:
     # -- registering -----------------------------------------------------------------------
 
     @overload
-    def consumer[H: ConsumerHandler](self, address: AddressLike) -> Callable[[H], H]: ...
+    def consumer[Req, Rep](
+        self, address: Address[Req, Rep], *, validate: bool | None = None
+    ) -> Callable[[TypedConsumer[Req, Rep]], TypedConsumer[Req, Rep]]: ...
     @overload
-    def consumer(self, address: AddressLike, handler: ConsumerHandler) -> Registration: ...
-    def consumer(self, address: AddressLike, handler: ConsumerHandler | None = None) -> Any:
+    def consumer[Req, Rep](
+        self,
+        address: Address[Req, Rep],
+        handler: TypedConsumer[Req, Rep],
+        *,
+        validate: bool | None = None,
+    ) -> Registration: ...
+    @overload
+    def consumer[H: ConsumerHandler](
+        self, address: AddressLike, *, validate: bool | None = None
+    ) -> Callable[[H], H]: ...
+    @overload
+    def consumer(
+        self, address: AddressLike, handler: ConsumerHandler, *, validate: bool | None = None
+    ) -> Registration: ...
+    def consumer(
+        self,
+        address: AnyAddress,
+        handler: ConsumerHandler | None = None,
+        *,
+        validate: bool | None = None,
+    ) -> Any:
         """Register ``handler`` as a consumer of ``address``; as a decorator when ``handler`` is
         omitted (the function is returned unchanged).
 
         The handler receives the ``Message``; its return value (awaited if awaitable) is the
-        reply to a request. It also receives messages published to the address.
+        reply to a request. It also receives messages published to the address. When it
+        annotates ``Message[T]`` and a return type, bodies and replies are validated against
+        them (unless ``validate=False``).
         """
-        return self._register_or_decorate(address, handler, "consumer")
+        return self._register_or_decorate(address, handler, "consumer", validate)
 
     @overload
-    def on[L: Listener](self, address: AddressLike) -> Callable[[L], L]: ...
+    def on[B](
+        self, address: Event[B], *, validate: bool | None = None
+    ) -> Callable[[TypedListener[B]], TypedListener[B]]: ...
     @overload
-    def on(self, address: AddressLike, listener: Listener) -> Registration: ...
-    def on(self, address: AddressLike, listener: Listener | None = None) -> Any:
+    def on[B](
+        self, address: Event[B], listener: TypedListener[B], *, validate: bool | None = None
+    ) -> Registration: ...
+    @overload
+    def on[L: Listener](
+        self, address: AddressLike, *, validate: bool | None = None
+    ) -> Callable[[L], L]: ...
+    @overload
+    def on(
+        self, address: AddressLike, listener: Listener, *, validate: bool | None = None
+    ) -> Registration: ...
+    def on(
+        self,
+        address: AnyAddress,
+        listener: Listener | None = None,
+        *,
+        validate: bool | None = None,
+    ) -> Any:
         """Register ``listener`` for messages published to ``address``; as a decorator when
-        ``listener`` is omitted. The listener receives the message body."""
-        return self._register_or_decorate(address, listener, "listener")
+        ``listener`` is omitted. The listener receives the message body, validated against its
+        parameter's annotation; annotated ``Message[T]``, it receives the whole message."""
+        return self._register_or_decorate(address, listener, "listener", validate)
 
     def _register_or_decorate(
-        self, address: AddressLike, handler: Callable[..., Any] | None, role: Role
+        self,
+        address: AnyAddress,
+        handler: Callable[..., Any] | None,
+        role: Role,
+        validate: bool | None,
     ) -> Any:
         routed = to_address(address)
         if handler is not None:
-            return self._register(routed, handler, role)
+            return self._register(routed, handler, role, validate)
 
         def decorate[F: Callable[..., Any]](function: F) -> F:
-            self._register(routed, function, role)
+            self._register(routed, function, role, validate)
             return function
 
         return decorate
 
-    def _register(self, address: str, handler: Callable[..., Any], role: Role) -> Registration:
+    def _register(
+        self, address: str, handler: Callable[..., Any], role: Role, validate: bool | None
+    ) -> Registration:
         if not callable(handler):
             raise TypeError(f"a {role} must be callable, got {handler!r}")
         if self._closed:
             raise BusClosedError(address=address)
-        registration = Registration(address, handler, role, self._router.remove)
+        types = read_handler_types(handler, role, self._validate if validate is None else validate)
+        registration = Registration(address, handler, role, self._router.remove, types)
         self._router.add(registration, self._delivery.observer(registration), self._scheduler)
         return registration
 
@@ -156,19 +223,19 @@ class EventBus:
         """The addresses that have at least one consumer."""
         return [address for address, route in self._router.routes.items() if route.consumers]
 
-    def get_listeners(self, address: AddressLike) -> list[Callable[..., Any]]:
+    def get_listeners(self, address: AnyAddress) -> list[Callable[..., Any]]:
         """The listeners of ``address``, in registration order."""
         route = self._router.routes.get(to_address(address))
         return [] if route is None else [member.handler for member in route.listeners]
 
-    def remove_consumer(self, address: AddressLike) -> None:
+    def remove_consumer(self, address: AnyAddress) -> None:
         """Unregister every consumer of ``address`` (nothing happens when there is none)."""
         route = self._router.routes.get(to_address(address))
         if route is not None:
             for registration in list(route.consumers):
                 registration.unregister()
 
-    def remove_listener(self, address: AddressLike, listener: Callable[..., Any]) -> None:
+    def remove_listener(self, address: AnyAddress, listener: Callable[..., Any]) -> None:
         """Unregister ``listener`` from ``address`` (nothing happens when it is not there)."""
         route = self._router.routes.get(to_address(address))
         if route is not None:
@@ -178,7 +245,7 @@ class EventBus:
 
     # -- reactive views ----------------------------------------------------------------------
 
-    def observe(self, address: AddressLike) -> Observable[Message[Any]]:
+    def observe(self, address: AnyAddress) -> Observable[Message[Any]]:
         """The stream of messages published to ``address``, as a reactivex Observable.
 
         Subscribe with ``scheduler=bus.scheduler`` so that time-based operators run on the
@@ -204,6 +271,28 @@ class EventBus:
 
     # -- sending -----------------------------------------------------------------------------
 
+    @overload
+    async def request[Req, Rep](
+        self,
+        address: Address[Req, Rep],
+        body: Req,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> Rep: ...
+    @overload
+    async def request[R](
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        options: DeliveryOptions | None = None,
+        response_type: type[R],
+    ) -> R: ...
+    @overload
     async def request(
         self,
         address: AddressLike,
@@ -212,6 +301,17 @@ class EventBus:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
         options: DeliveryOptions | None = None,
+        response_type: Any = None,
+    ) -> Any: ...
+    async def request(
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        options: DeliveryOptions | None = None,
+        response_type: Any = None,
     ) -> Any:
         """Deliver ``body`` to one consumer of ``address`` (round-robin) and return its reply.
 
@@ -219,6 +319,9 @@ class EventBus:
         ``HandlerExecutionError`` when the handler raises, ``HandlerTimeoutError`` when no reply
         comes within ``timeout`` seconds, and ``BusClosedError`` when the bus is or gets closed.
         A timed-out or cancelled request does not cancel the handler; its late reply is dropped.
+
+        ``response_type`` validates and converts the reply on the requester's side
+        (``MessageValidationError`` when it does not fit), whatever the handler declares.
         """
         routed = to_address(address)
         loop = self._running_loop(routed)
@@ -232,12 +335,18 @@ class EventBus:
         retries = 0 if options is None else options.retry_attempts
         while True:
             try:
-                return await self._request_once(loop, routed, body, message_headers, timeout)
+                reply = await self._request_once(loop, routed, body, message_headers, timeout)
             except HandlerTimeoutError:
                 if retries == 0:
                     raise
                 retries -= 1
                 logger.debug("request to %r timed out; retrying (%d left)", routed, retries)
+            else:
+                return (
+                    reply
+                    if response_type is None
+                    else _checked_response(routed, reply, response_type)
+                )
 
     async def _request_once(
         self,
@@ -262,9 +371,27 @@ class EventBus:
         finally:
             self._replies.forget(reply_address)
 
+    @overload
+    async def publish[B](
+        self,
+        address: Event[B],
+        body: B,
+        *,
+        headers: Mapping[str, str] | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None: ...
+    @overload
     async def publish(
         self,
         address: AddressLike,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None: ...
+    async def publish(
+        self,
+        address: AnyAddress,
         body: Any,
         *,
         headers: Mapping[str, str] | None = None,
@@ -286,9 +413,27 @@ class EventBus:
         if started:
             await self._delivery.wait(started)
 
+    @overload
+    async def send[Req](
+        self,
+        address: Address[Req, Any],
+        body: Req,
+        *,
+        headers: Mapping[str, str] | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None: ...
+    @overload
     async def send(
         self,
         address: AddressLike,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None: ...
+    async def send(
+        self,
+        address: AnyAddress,
         body: Any,
         *,
         headers: Mapping[str, str] | None = None,
@@ -325,7 +470,7 @@ class EventBus:
     def _on_unclaimed_failure(self, reply: Reply) -> None:
         error = reply.error
         assert error is not None
-        cause = error.__cause__ if error.__cause__ is not None else error
+        cause = error.original_error if isinstance(error, HandlerExecutionError) else error
         self._delivery.report_failure(reply.source, None, cause)
 
     def _on_observer_error(
@@ -394,6 +539,20 @@ class EventBus:
             f"{self._replies.pending_count} pending requests, "
             f"{len(self._delivery.tasks)} running handlers>"
         )
+
+
+def _checked_response(address: str, reply: Any, response_type: Any) -> Any:
+    validator = validator_for(response_type)
+    try:
+        return validator(reply)
+    except ValidationError as exc:
+        raise MessageValidationError(
+            address,
+            validator.expected,
+            exc.errors(include_url=False),
+            validation_summary(exc),
+            what="the reply from",
+        ) from exc
 
 
 def _check_grace(timeout: object) -> float:

@@ -41,17 +41,42 @@ class HandlerExecutionError(EventBusError):
     ``original_error`` (also ``__cause__``) is the handler's exception.
     """
 
-    def __init__(self, address: str, original_error: BaseException) -> None:
-        detail = str(original_error)
-        kind = type(original_error).__name__
-        super().__init__(
-            f"the handler for {address!r} raised {kind}: {detail}"
-            if detail
-            else f"the handler for {address!r} raised {kind}"
-        )
+    def __init__(
+        self, address: str, original_error: BaseException, description: str | None = None
+    ) -> None:
+        if description is None:
+            detail = str(original_error)
+            kind = type(original_error).__name__
+            description = (
+                f"the handler for {address!r} raised {kind}: {detail}"
+                if detail
+                else f"the handler for {address!r} raised {kind}"
+            )
+        super().__init__(description)
         self.address = address
         self.original_error = original_error
         self.__cause__ = original_error
+
+
+class MessageValidationError(EventBusError):
+    """A body (or a reply, for ``response_type``) is not of the type declared for it.
+
+    ``expected`` names the declared type, ``errors`` is pydantic's list of error details, and
+    ``__cause__`` is pydantic's ``ValidationError``.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        expected: str,
+        errors: list[Any],
+        summary: str,
+        what: str = "the body sent to",
+    ) -> None:
+        super().__init__(f"{what} {address!r} is not a valid {expected}: {summary}")
+        self.address = address
+        self.expected = expected
+        self.errors = errors
 
 
 class HandlerTimeoutError(EventBusError, TimeoutError):

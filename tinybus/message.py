@@ -99,6 +99,17 @@ class Message[T]:
         )
 
 
+def copy_with_body[B](message: Message[Any], body: B) -> Message[B]:
+    """The same message (id included) carrying ``body``, e.g. a body converted by validation."""
+    copy = cast("Message[B]", object.__new__(Message))
+    copy.body = body
+    copy.id = message.id
+    copy.address = message.address
+    copy.headers = message.headers
+    copy.reply_address = message.reply_address
+    return copy
+
+
 def make_message[B](
     body: B,
     address: str,

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from reactivex import abc
 
+from ._validation import HandlerTypes
+
 type Role = Literal["consumer", "listener"]
 
 
@@ -21,6 +23,7 @@ class Registration:
         "_observer",
         "_registered",
         "_subscription",
+        "_types",
         "_unregister",
         "address",
         "handler",
@@ -33,12 +36,14 @@ class Registration:
         handler: Callable[..., Any],
         role: Role,
         unregister: Callable[[Registration], None],
+        types: HandlerTypes,
     ) -> None:
         self.address = address
         self.handler = handler
         self.role: Role = role
         self._unregister = unregister
         self._registered = True
+        self._types = types
         self._observer: abc.ObserverBase[Any] | None = None
         self._subscription: abc.DisposableBase | None = None
 

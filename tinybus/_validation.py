@@ -1,0 +1,141 @@
+"""Validation at the boundary: what a handler's annotations promise, checked with pydantic.
+
+A handler's signature is read once, at registration (``inspect.signature`` with the string
+annotations evaluated, so ``from __future__ import annotations``, PEP 695 generics and
+``X | None`` all work), and turned into ``Validator``s built on pydantic ``TypeAdapter``s.
+Nothing is inspected per message. A body whose type is exactly the declared class passes
+through untouched, without a call into pydantic; anything else is validated in pydantic's
+lax mode (a dict becomes the model, ``"42"`` an ``int``), or strict mode where the annotation
+asks for it (``Annotated[int, pydantic.Strict()]``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar, get_args, get_origin
+
+from pydantic import TypeAdapter, ValidationError
+
+from .message import Message
+
+_UNCHECKED: tuple[object, ...] = (Any, object, inspect.Parameter.empty)
+
+
+class Validator:
+    """Checks and converts values against one declared type."""
+
+    __slots__ = ("_adapter", "_exact", "expected")
+
+    def __init__(self, annotation: Any) -> None:
+        self._adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+        self.expected = type_name(annotation)
+        # A plain class (not a generic alias, union or Annotated) allows the no-copy fast path.
+        self._exact: type | None = (
+            annotation
+            if isinstance(annotation, type) and not isinstance(annotation, types.GenericAlias)
+            else None
+        )
+
+    def __call__(self, value: Any) -> Any:
+        if type(value) is self._exact:
+            return value
+        return self._adapter.validate_python(value)
+
+
+class HandlerTypes:
+    """What a handler accepts and returns, as read from its annotations."""
+
+    __slots__ = ("accepts", "returns", "wants_message")
+
+    def __init__(
+        self, accepts: Validator | None, returns: Validator | None, wants_message: bool
+    ) -> None:
+        self.accepts = accepts
+        self.returns = returns
+        self.wants_message = wants_message
+
+
+def read_handler_types(handler: Callable[..., Any], role: str, validate: bool) -> HandlerTypes:
+    """Read ``handler``'s annotations. A consumer's parameter is ``Message[T]``; a listener's
+    is the body ``T``, or ``Message[T]`` when it wants the whole message."""
+    parameter, returned = _signature_types(handler)
+    is_message = parameter is Message or get_origin(parameter) is Message
+    wants_message = role == "consumer" or is_message
+    body_type: Any = (get_args(parameter) or (Any,))[0] if is_message else parameter
+    if role == "consumer" and not is_message:
+        body_type = Any
+    if not validate:
+        return HandlerTypes(None, None, wants_message)
+    accepts = None if _unchecked(body_type) else Validator(body_type)
+    returns = None
+    if role == "consumer" and not _unchecked(returned):
+        returns = Validator(_awaited(returned))
+    return HandlerTypes(accepts, returns, wants_message)
+
+
+def _signature_types(handler: Callable[..., Any]) -> tuple[Any, Any]:
+    try:
+        signature = inspect.signature(handler, eval_str=True)
+    except (ValueError, TypeError):
+        return inspect.Parameter.empty, inspect.Signature.empty  # builtins without signature
+    except NameError as exc:
+        raise TypeError(
+            f"cannot read the annotations of {handler!r}: {exc}; define the types it names at "
+            "module level, or register it with validate=False"
+        ) from exc
+    parameters = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    parameter = parameters[0].annotation if parameters else inspect.Parameter.empty
+    return parameter, signature.return_annotation
+
+
+def _unchecked(annotation: Any) -> bool:
+    return (
+        annotation in _UNCHECKED
+        or annotation is inspect.Signature.empty
+        or isinstance(annotation, TypeVar)
+        or (get_origin(annotation) is Message and not get_args(annotation))
+    )
+
+
+def _awaited(annotation: Any) -> Any:
+    """``Awaitable[R]`` or ``Coroutine[..., R]`` declared by a plain function means ``R``."""
+    if get_origin(annotation) in (Awaitable, Coroutine, typing.Awaitable, typing.Coroutine):
+        args = get_args(annotation)
+        return args[-1] if args else Any
+    return annotation
+
+
+def type_name(annotation: Any) -> str:
+    if isinstance(annotation, type) and not isinstance(annotation, types.GenericAlias):
+        return annotation.__qualname__
+    return repr(annotation).replace("typing.", "")
+
+
+def validation_summary(error: ValidationError) -> str:
+    """pydantic's errors in one line: ``loc: msg`` for each."""
+    parts: list[str] = []
+    for detail in error.errors(include_url=False):
+        location = ".".join(str(part) for part in detail["loc"])
+        parts.append(f"{location}: {detail['msg']}" if location else detail["msg"])
+    return "; ".join(parts)
+
+
+_adapters: dict[Any, Validator] = {}
+
+
+def validator_for(annotation: Any) -> Validator:
+    """A cached ``Validator`` for requesters' ``response_type``."""
+    try:
+        return _adapters[annotation]
+    except KeyError:
+        validator = _adapters[annotation] = Validator(annotation)
+        return validator
+    except TypeError:  # unhashable annotation
+        return Validator(annotation)
