@@ -81,3 +81,25 @@ async def test_bad_addresses_are_refused_by_every_call(
     with pytest.raises(error, match=match):
         bus.observe(address)
     assert bus.get_consumers() == []
+
+
+async def test_typed_addresses_route_like_their_strings(bus: EventBus) -> None:
+    from tinybus import Address as TypedAddress
+    from tinybus import Event
+
+    get_user = TypedAddress[int, str]("users.get")
+    created = Event[str]("users.created")
+    heard: list[str] = []
+    bus.consumer(get_user, lambda message: f"user {message.body}")
+    bus.on(created, heard.append)
+    assert await bus.request(get_user, 1) == "user 1"
+    assert await bus.request("users.get", 2) == "user 2"
+    await bus.publish("users.created", "ada")
+    await bus.publish(created, "bob")
+    assert heard == ["ada", "bob"]
+    assert str(get_user) == "users.get"
+    assert "users.get" in repr(get_user)
+    assert get_user == TypedAddress[int, str]("users.get")
+    assert get_user != created
+    with pytest.raises(ValueError, match="non-empty"):
+        Event[str]("")

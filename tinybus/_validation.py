@@ -61,14 +61,14 @@ class HandlerTypes:
 def read_handler_types(handler: Callable[..., Any], role: str, validate: bool) -> HandlerTypes:
     """Read ``handler``'s annotations. A consumer's parameter is ``Message[T]``; a listener's
     is the body ``T``, or ``Message[T]`` when it wants the whole message."""
+    if not validate:
+        return HandlerTypes(None, None, role == "consumer" or _names_message(handler))
     parameter, returned = _signature_types(handler)
     is_message = parameter is Message or get_origin(parameter) is Message
     wants_message = role == "consumer" or is_message
     body_type: Any = (get_args(parameter) or (Any,))[0] if is_message else parameter
     if role == "consumer" and not is_message:
         body_type = Any
-    if not validate:
-        return HandlerTypes(None, None, wants_message)
     accepts = None if _unchecked(body_type) else Validator(body_type)
     returns = None
     if role == "consumer" and not _unchecked(returned):
@@ -93,6 +93,20 @@ def _signature_types(handler: Callable[..., Any]) -> tuple[Any, Any]:
     ]
     parameter = parameters[0].annotation if parameters else inspect.Parameter.empty
     return parameter, signature.return_annotation
+
+
+def _names_message(handler: Callable[..., Any]) -> bool:
+    """Whether the first parameter is annotated ``Message[...]``, without evaluating it."""
+    try:
+        signature = inspect.signature(handler)
+    except (ValueError, TypeError):
+        return False
+    for parameter in signature.parameters.values():
+        annotation = parameter.annotation
+        if isinstance(annotation, str):
+            return annotation == "Message" or annotation.startswith("Message[")
+        return annotation is Message or get_origin(annotation) is Message
+    return False
 
 
 def _unchecked(annotation: Any) -> bool:

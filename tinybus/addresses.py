@@ -9,23 +9,24 @@ At run time a typed address routes exactly like its string.
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from ._address import TypedAddress
 
+# Invariant on purpose, hence classic TypeVars rather than PEP 695 syntax (whose inferred
+# variance would let a type checker widen the request type until any body fits).
+RequestT = TypeVar("RequestT")
+ReplyT = TypeVar("ReplyT")
+BodyT = TypeVar("BodyT")
 
-class Address[RequestT, ReplyT](TypedAddress):
+
+class Address(TypedAddress, Generic[RequestT, ReplyT]):  # noqa: UP046
     """A request-response address: consumers take ``Message[RequestT]`` and reply ``ReplyT``."""
 
     __slots__ = ()
 
-    # Declared, never set: mutable attributes make the type parameters invariant, so that a
-    # type checker cannot widen ``RequestT`` to admit a body of another type.
-    _request_type: RequestT | None
-    _reply_type: ReplyT | None
 
-
-class Event[BodyT](TypedAddress):
+class Event(TypedAddress, Generic[BodyT]):  # noqa: UP046
     """A publish-subscribe address: listeners take a ``BodyT``."""
 
     __slots__ = ()
-
-    _body_type: BodyT | None  # declared, never set: keeps BodyT invariant
