@@ -1,4 +1,7 @@
-"""Throughput of the core bus, as ratios against a direct ``await handler(x)`` in the same run.
+"""Throughput of the core bus, as ratios against a baseline measured in the same run.
+
+The baseline is a direct ``await handler(x)``, or for validation the same request to an
+unannotated handler.
 
 Run with ``uv run python benchmarks/core.py`` (``--quick`` for a short run). Each scenario and
 its baseline are measured in alternating order, several rounds; the median is quoted, because
@@ -15,9 +18,17 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
+from pydantic import BaseModel
+
 from tinybus import EventBus, Message
 
 type Run = Callable[[int], Awaitable[None]]
+
+
+class Order(BaseModel):
+    id: int
+    item: str
+    quantity: int
 
 
 async def handler_returns(message: Message[int]) -> int:
@@ -74,10 +85,41 @@ def scenarios(bus: EventBus) -> dict[str, tuple[Run, Run]]:
         for n in range(count):
             await bus.publish("event", n)
 
+    def unvalidated(message: Message) -> int:  # type: ignore[type-arg]
+        return 1
+
+    def validated(message: Message[Order]) -> int:
+        return message.body.quantity
+
+    bus.consumer("orders.unvalidated", unvalidated)
+    bus.consumer("orders.validated", validated)
+    order = Order(id=1, item="tea", quantity=2)
+    order_dict = order.model_dump()
+
+    async def request_unvalidated(count: int) -> None:
+        for _ in range(count):
+            await bus.request("orders.unvalidated", order)
+
+    async def request_model(count: int) -> None:
+        for _ in range(count):
+            await bus.request("orders.validated", order)
+
+    async def request_dict(count: int) -> None:
+        for _ in range(count):
+            await bus.request("orders.validated", order_dict)
+
     return {
         "request, handler returns at once": (direct_call, request_returns),
         "request, handler awaits once": (direct_call_awaiting, request_awaits),
         "publish to one async listener": (direct_listener, publish),
+        "request, Message[Order] given an Order (vs unannotated)": (
+            request_unvalidated,
+            request_model,
+        ),
+        "request, Message[Order] given a dict (vs unannotated)": (
+            request_unvalidated,
+            request_dict,
+        ),
     }
 
 
@@ -91,7 +133,7 @@ async def main(rounds: int, count: int) -> None:
     async with EventBus() as bus:
         python = f"Python {platform.python_version()} on {platform.machine()}"
         print(f"{python}, {rounds} rounds of {count}")
-        print("| scenario | direct await (ops/s) | TinyBus (ops/s) | TinyBus / direct |")
+        print("| scenario | baseline (ops/s) | TinyBus (ops/s) | TinyBus / baseline |")
         print("|---|---:|---:|---:|")
         for name, (baseline, subject) in scenarios(bus).items():
             await measure(subject, count // 10)  # warm-up

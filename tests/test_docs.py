@@ -27,7 +27,7 @@ def test_readme_has_examples() -> None:
 def test_readme_example_prints_what_the_readme_shows(code: str, expected: str) -> None:
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
-        exec(compile(code, "README.md", "exec"), {"__name__": "__main__"})
+        exec(compile(code, "README.md", "exec", dont_inherit=True), {"__name__": "readme_example"})
     assert output.getvalue() == expected
 
 
