@@ -85,7 +85,7 @@ def scenarios(bus: EventBus) -> dict[str, tuple[Run, Run]]:
         for n in range(count):
             await bus.publish("event", n)
 
-    def unvalidated(message: Message) -> int:  # type: ignore[type-arg]
+    def unvalidated(message: Message) -> int:
         return 1
 
     def validated(message: Message[Order]) -> int:

@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import pytest
+import reactivex
 from reactivex import operators as ops
 
 from tinybus import BusClosedError, EventBus, EventBusError, HandlerFailure, Message
@@ -253,3 +254,116 @@ async def test_error_stream_subscriber_that_raises_does_not_take_the_bus_down(
     await bus.publish("evt", 1)
     await bus.publish("evt", 2)
     assert [f.message.body for f in failures if f.message] == [1, 2]
+
+
+async def test_a_handler_may_close_the_bus_it_runs_on() -> None:
+    bus = EventBus(close_timeout=5)
+
+    @bus.consumer("admin.shutdown")
+    async def shutdown(message: Message[None]) -> None:
+        await asyncio.sleep(0)
+        await bus.close()
+
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(bus.send("admin.shutdown", None), 2)
+    assert asyncio.get_running_loop().time() - started < 2
+    assert bus.is_closed
+
+
+async def test_a_cancelled_close_leaves_the_work_to_the_next_close() -> None:
+    bus = EventBus(close_timeout=0.01)
+    started = Gate()
+    finished: list[str] = []
+
+    @bus.on("evt")
+    async def stubborn(body: None) -> None:
+        started.arrive()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # cleanup that takes a while
+            finished.append("cleaned up")
+            raise
+
+    publisher = asyncio.create_task(bus.publish("evt", None))
+    await started.wait()
+    first = asyncio.create_task(bus.close())
+    await asyncio.sleep(0.02)  # past the grace period: the handler is being cancelled
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await bus.close(timeout=2)  # waits for the cleanup still under way
+    assert finished == ["cleaned up"]
+    assert "0 running handlers" in repr(bus)
+    await publisher
+
+
+def test_close_refused_on_another_loop_changes_nothing() -> None:
+    bus = EventBus()
+    bus.consumer("echo", lambda message: message.body)
+    first = asyncio.new_event_loop()
+    try:
+        assert first.run_until_complete(bus.request("echo", 1)) == 1
+        with pytest.raises(EventBusError, match="close"):
+            asyncio.run(bus.close())
+        assert not bus.is_closed
+        assert first.run_until_complete(bus.request("echo", 2)) == 2
+        first.run_until_complete(bus.close())
+    finally:
+        first.close()
+
+
+def test_the_scheduler_follows_the_bus_to_a_new_loop() -> None:
+    bus = EventBus()
+
+    async def tick() -> list[int]:
+        ticks: list[int] = []
+        fired = Gate()
+        reactivex.timer(0.001, scheduler=bus.scheduler).subscribe(fired.recorder(ticks))
+        await fired.wait()
+        await bus.publish("x", 1)
+        return ticks
+
+    assert asyncio.run(tick()) == [0]
+    assert asyncio.run(tick()) == [0]
+
+
+async def test_a_listener_failing_with_its_own_cancelled_error_is_reported(
+    bus: EventBus, failures: list[HandlerFailure]
+) -> None:
+    async def listener(body: None) -> None:
+        cancelled = asyncio.get_running_loop().create_future()
+        cancelled.cancel()
+        await cancelled
+
+    bus.on("evt", listener)
+    await bus.publish("evt", None)
+    assert [(f.handler, type(f.exception)) for f in failures] == [
+        (listener, asyncio.CancelledError)
+    ]
+
+
+async def test_handlers_cancelled_by_close_are_not_reported_as_failures() -> None:
+    bus = EventBus(close_timeout=0)
+    failures: list[HandlerFailure] = []
+    bus.errors.subscribe(failures.append)
+    started = Gate(2)
+
+    @bus.consumer("slow")
+    async def slow(message: Message[None]) -> None:
+        started.arrive()
+        await asyncio.Event().wait()
+
+    @bus.on("evt")
+    async def slow_listener(body: None) -> None:
+        started.arrive()
+        await asyncio.Event().wait()
+
+    requester = asyncio.create_task(bus.request("slow", None))
+    publisher = asyncio.create_task(bus.publish("evt", None))
+    await started.wait()
+    await bus.close()
+    with pytest.raises(BusClosedError):
+        await requester
+    await publisher
+    assert failures == []

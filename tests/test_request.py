@@ -412,3 +412,18 @@ async def test_logging_goes_to_the_tinybus_logger(
     assert "broken" in record.getMessage()
     assert "'evt'" in record.getMessage()
     assert record.exc_info is not None
+
+
+async def test_depth_limit_holds_under_an_eager_task_factory(bus: EventBus) -> None:
+    asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+    try:
+
+        @bus.consumer("countdown")
+        async def countdown(message: Message[int]) -> int:
+            if message.body == 0:
+                return 0
+            return 1 + await bus.request("countdown", message.body - 1)
+
+        assert await bus.request("countdown", 2000, timeout=10) == 2000
+    finally:
+        asyncio.get_running_loop().set_task_factory(None)

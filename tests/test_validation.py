@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated, Any
 
 import pytest
-from pydantic import BaseModel, Strict
+from pydantic import BaseModel, Strict, field_validator
 
 from tinybus import (
     EventBus,
@@ -300,3 +300,41 @@ async def test_bound_methods_and_callable_objects_are_read_too(bus: EventBus) ->
     bus.consumer("object", Callable())
     assert await bus.request("method", "2") == 4
     assert await bus.request("object", "2") == 6
+
+
+class Known(BaseModel):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def known(cls, value: str) -> str:
+        return {"ada": "Ada", "Ada": "Ada"}[value]  # KeyError for others: not a ValueError
+
+
+@pytest.mark.parametrize("asynchronous", [True, False])
+async def test_a_reply_validator_raising_any_exception_fails_the_request_at_once(
+    bus: EventBus, asynchronous: bool
+) -> None:
+    async def get_async(message: Message[str]) -> Known:
+        return {"name": message.body}  # type: ignore[return-value]
+
+    def get_sync(message: Message[str]) -> Known:
+        return {"name": message.body}  # type: ignore[return-value]
+
+    bus.consumer("users.get", get_async if asynchronous else get_sync)
+    assert await bus.request("users.get", "ada", timeout=5) == Known(name="Ada")
+    with pytest.raises(HandlerExecutionError, match=r"returned an invalid type.*KeyError"):
+        await bus.request("users.get", "bob", timeout=5)
+
+
+async def test_a_body_validator_raising_any_exception_is_a_validation_error(
+    bus: EventBus,
+) -> None:
+    bus.consumer("users.create", lambda message: None)
+
+    def create(message: Message[Known]) -> None:
+        pass
+
+    bus.consumer("users.known", create)
+    with pytest.raises(MessageValidationError, match="KeyError"):
+        await bus.request("users.known", {"name": "bob"}, timeout=5)

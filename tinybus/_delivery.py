@@ -54,6 +54,10 @@ def handler_argument(registration: Registration, message: Message[Any]) -> Any:
                 exc.errors(include_url=False),
                 validation_summary(exc),
             ) from exc
+        except Exception as exc:  # a validator of the model raised something else
+            raise MessageValidationError(
+                message.address, types.accepts.expected, [], f"{type(exc).__name__}: {exc}"
+            ) from exc
         if not types.wants_message:
             return body
         return message if body is message.body else copy_with_body(message, body)
@@ -69,15 +73,27 @@ def checked_reply(
     if returns is not None:
         try:
             result = returns(result)
-        except ValidationError as exc:
+        except Exception as exc:  # ValidationError, or whatever a model's validator raised
+            summary = (
+                validation_summary(exc)
+                if isinstance(exc, ValidationError)
+                else f"{type(exc).__name__}: {exc}"
+            )
             error = HandlerExecutionError(
                 address,
                 exc,
                 f"the handler for {address!r} returned an invalid type: expected "
-                f"{returns.expected}, got {type(result).__name__}: {validation_summary(exc)}",
+                f"{returns.expected}, got {type(result).__name__}: {summary}",
             )
             return Reply(reply_address, None, error, registration)
     return Reply(reply_address, result, None, registration)
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether the current task is being cancelled, as opposed to its coroutine raising a
+    CancelledError of its own (e.g. from awaiting a future someone else cancelled)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class EventObserver(abc.ObserverBase[Message[Any]]):
@@ -129,7 +145,9 @@ class Delivery:
             if task.done():
                 return
         else:
-            task = loop.create_task(coro)
+            # Deliberately not loop.create_task: an eager task factory installed on the loop
+            # would start it eagerly again, and the depth would have no bound.
+            task = asyncio.Task(coro, loop=loop)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         if collect and self._collecting is not None:
@@ -170,6 +188,10 @@ class Delivery:
     ) -> None:
         try:
             await result
+        except asyncio.CancelledError as exc:
+            if not _cancelled_from_outside():
+                self.report_failure(registration, message, exc)
+            raise
         except Exception as exc:
             self.report_failure(registration, message, exc)
 
@@ -205,11 +227,15 @@ class Delivery:
         reply_address: str = message.reply_address  # type: ignore[assignment]
         try:
             body = await result
+        except GeneratorExit:
+            raise  # the coroutine is being closed: nobody to reply to
         except BaseException as exc:
-            # A cancelled handler (CancelledError) still owes its requester an outcome; the
-            # cancellation itself, like KeyboardInterrupt and SystemExit, then propagates.
-            error = HandlerExecutionError(message.address, exc)
-            self._push_reply(Reply(reply_address, None, error, registration))
+            # A cancelled handler still owes its requester an outcome (unless close() is what
+            # cancelled it: the requester has its BusClosedError already). The cancellation,
+            # like KeyboardInterrupt and SystemExit, then propagates.
+            if not (isinstance(exc, asyncio.CancelledError) and _cancelled_from_outside()):
+                error = HandlerExecutionError(message.address, exc)
+                self._push_reply(Reply(reply_address, None, error, registration))
             if not isinstance(exc, Exception):
                 raise
         else:
@@ -218,20 +244,28 @@ class Delivery:
     # -- shutdown --------------------------------------------------------------------------
 
     async def shutdown(self, grace: float) -> None:
-        """Let running handlers finish for ``grace`` seconds, then cancel and await the rest."""
+        """Let running handlers finish for ``grace`` seconds, then cancel and await the rest.
+
+        A handler that is itself closing the bus is neither waited for nor cancelled.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
+        closer = asyncio.current_task()
+
+        def others() -> set[asyncio.Task[None]]:
+            return {task for task in self.tasks if task is not closer}
+
         try:
-            while self.tasks:
+            while running := others():
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
-                await asyncio.wait(set(self.tasks), timeout=remaining)
+                await asyncio.wait(running, timeout=remaining)
         finally:
-            for task in self.tasks:
+            for task in others():
                 task.cancel()
-        while self.tasks:
-            await asyncio.wait(set(self.tasks))
+        while running := others():
+            await asyncio.wait(running)
 
     def reset(self) -> None:
         self.tasks.clear()

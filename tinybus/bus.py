@@ -82,7 +82,7 @@ class EventBus:
 
     def _bound_loop(self) -> asyncio.AbstractEventLoop:
         loop = self._loop
-        if loop is None:
+        if loop is None or loop.is_closed():
             loop = asyncio.get_running_loop()
             self._bind(loop)
         return loop
@@ -500,20 +500,27 @@ class EventBus:
         if self._closing is not None:
             await asyncio.shield(self._closing)
             return
-        self._closed = True
         loop = self._loop
         if loop is None or loop.is_closed():
+            self._closed = True
             self._finish_close()
             return
         if asyncio.get_running_loop() is not loop:
             raise EventBusError("close() must be awaited on the event loop the bus is bound to")
+        self._closed = True
         closing = self._closing = loop.create_future()
         try:
             self._replies.fail_all()
             await self._delivery.shutdown(grace)
-        finally:
+        except BaseException:
+            # Cancelled while waiting: the handlers are cancelled but not yet awaited, so a
+            # later close() must do the rest instead of returning at once.
+            self._closing = None
+            raise
+        else:
             self._replies.fail_all()
             self._finish_close()
+        finally:
             closing.set_result(None)
 
     def _finish_close(self) -> None:
