@@ -427,3 +427,23 @@ async def test_depth_limit_holds_under_an_eager_task_factory(bus: EventBus) -> N
         assert await bus.request("countdown", 2000, timeout=10) == 2000
     finally:
         asyncio.get_running_loop().set_task_factory(None)
+
+
+async def test_a_requester_coroutine_closed_midway_leaves_nothing_behind(bus: EventBus) -> None:
+    loop = asyncio.get_running_loop()
+    problems: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda loop, context: problems.append(context))
+    release = asyncio.Event()
+
+    @bus.consumer("hang")
+    async def hang(message: Message[None]) -> None:
+        await release.wait()
+
+    request = bus.request("hang", None, timeout=0.01)
+    request.send(None)  # runs up to the await on the reply
+    request.close()  # e.g. an async generator or coroutine dropped by its owner
+    await asyncio.sleep(0.05)  # past the timeout: nothing may fire for the dropped request
+    assert "0 pending requests" in repr(bus)
+    assert problems == []
+    release.set()
+    loop.set_exception_handler(None)

@@ -126,8 +126,13 @@ class ReplyTable:
     def forget(self, reply_address: str) -> None:
         """The requester stopped waiting (it got its outcome, or was cancelled)."""
         pending = self._pending.pop(reply_address, None)
-        if pending is not None and pending.timer is not None:
+        if pending is None:
+            return
+        if pending.timer is not None:
             pending.timer.cancel()
+        # A requester that stops waiting without being cancelled (its coroutine closed) leaves
+        # an open future: settle it so no timer is armed for it later.
+        pending.future.cancel()
 
     def push(self, reply: Reply) -> None:
         self.stream.on_next(reply)
