@@ -49,41 +49,21 @@ async def direct_awaits(n: int) -> int:
     return n
 
 
+def repeated(call: Callable[[int], Awaitable[object]]) -> Run:
+    """A run that awaits ``call(n)`` for n in range(count)."""
+
+    async def run(count: int) -> None:
+        for n in range(count):
+            await call(n)
+
+    return run
+
+
 def scenarios(bus: EventBus) -> dict[str, tuple[Run, Run]]:
     """name -> (baseline, tinybus), each running ``count`` operations."""
-    bus.consumer("returns", handler_returns)
-    bus.consumer("awaits", handler_awaits)
-    received = 0
 
     async def listener(body: int) -> None:
-        nonlocal received
-        received += 1
-
-    bus.on("event", listener)
-
-    async def direct_call(count: int) -> None:
-        for n in range(count):
-            await direct_returns(n)
-
-    async def direct_call_awaiting(count: int) -> None:
-        for n in range(count):
-            await direct_awaits(n)
-
-    async def request_returns(count: int) -> None:
-        for n in range(count):
-            await bus.request("returns", n)
-
-    async def request_awaits(count: int) -> None:
-        for n in range(count):
-            await bus.request("awaits", n)
-
-    async def direct_listener(count: int) -> None:
-        for n in range(count):
-            await listener(n)
-
-    async def publish(count: int) -> None:
-        for n in range(count):
-            await bus.publish("event", n)
+        pass
 
     def unvalidated(message: Message) -> int:
         return 1
@@ -91,34 +71,35 @@ def scenarios(bus: EventBus) -> dict[str, tuple[Run, Run]]:
     def validated(message: Message[Order]) -> int:
         return message.body.quantity
 
+    bus.consumer("returns", handler_returns)
+    bus.consumer("awaits", handler_awaits)
+    bus.on("event", listener)
     bus.consumer("orders.unvalidated", unvalidated)
     bus.consumer("orders.validated", validated)
     order = Order(id=1, item="tea", quantity=2)
     order_dict = order.model_dump()
-
-    async def request_unvalidated(count: int) -> None:
-        for _ in range(count):
-            await bus.request("orders.unvalidated", order)
-
-    async def request_model(count: int) -> None:
-        for _ in range(count):
-            await bus.request("orders.validated", order)
-
-    async def request_dict(count: int) -> None:
-        for _ in range(count):
-            await bus.request("orders.validated", order_dict)
+    request_unvalidated = repeated(lambda n: bus.request("orders.unvalidated", order))
 
     return {
-        "request, handler returns at once": (direct_call, request_returns),
-        "request, handler awaits once": (direct_call_awaiting, request_awaits),
-        "publish to one async listener": (direct_listener, publish),
+        "request, handler returns at once": (
+            repeated(direct_returns),
+            repeated(lambda n: bus.request("returns", n)),
+        ),
+        "request, handler awaits once": (
+            repeated(direct_awaits),
+            repeated(lambda n: bus.request("awaits", n)),
+        ),
+        "publish to one async listener": (
+            repeated(listener),
+            repeated(lambda n: bus.publish("event", n)),
+        ),
         "request, Message[Order] given an Order (vs unannotated)": (
             request_unvalidated,
-            request_model,
+            repeated(lambda n: bus.request("orders.validated", order)),
         ),
         "request, Message[Order] given a dict (vs unannotated)": (
             request_unvalidated,
-            request_dict,
+            repeated(lambda n: bus.request("orders.validated", order_dict)),
         ),
     }
 

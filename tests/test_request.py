@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter
 from typing import Any
@@ -447,3 +448,13 @@ async def test_a_requester_coroutine_closed_midway_leaves_nothing_behind(bus: Ev
     assert problems == []
     release.set()
     loop.set_exception_handler(None)
+
+
+async def test_infinite_timeout_waits_for_as_long_as_it_takes(bus: EventBus) -> None:
+    @bus.consumer("slow")
+    async def slow(message: Message[int]) -> int:
+        await asyncio.sleep(0.02)
+        return message.body
+
+    assert await bus.request("slow", 1, timeout=math.inf) == 1
+    assert await bus.request("slow", 2, options=DeliveryOptions(timeout=math.inf)) == 2

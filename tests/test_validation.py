@@ -338,3 +338,18 @@ async def test_a_body_validator_raising_any_exception_is_a_validation_error(
     bus.consumer("users.known", create)
     with pytest.raises(MessageValidationError, match="KeyError"):
         await bus.request("users.known", {"name": "bob"}, timeout=5)
+
+
+async def test_without_validation_a_listener_annotated_message_still_gets_the_message(
+    bus: EventBus,
+) -> None:
+    heard: list[Any] = []
+
+    def whole(message: Message[User]) -> None:
+        heard.append(message)
+
+    bus.on("users.created", whole, validate=False)
+    await bus.publish("users.created", {"not": "checked"})
+    [message] = heard
+    assert isinstance(message, Message)
+    assert message.body == {"not": "checked"}

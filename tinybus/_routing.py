@@ -60,7 +60,6 @@ class Router:
         if any(member.handler == registration.handler for member in members):
             raise HandlerAlreadyRegisteredError(registration.address, registration.handler)
         members.append(registration)
-        registration._observer = observer  # pyright: ignore[reportPrivateUsage]
         registration._subscription = route.subject.subscribe(  # pyright: ignore[reportPrivateUsage]
             observer, scheduler=scheduler
         )

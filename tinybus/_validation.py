@@ -61,14 +61,15 @@ class HandlerTypes:
 def read_handler_types(handler: Callable[..., Any], role: str, validate: bool) -> HandlerTypes:
     """Read ``handler``'s annotations. A consumer's parameter is ``Message[T]``; a listener's
     is the body ``T``, or ``Message[T]`` when it wants the whole message."""
-    if not validate:
-        return HandlerTypes(None, None, role == "consumer" or _names_message(handler))
-    parameter, returned = _signature_types(handler)
-    is_message = parameter is Message or get_origin(parameter) is Message
+    parameter, returned = _signature_types(handler, evaluate=validate)
+    is_message = _is_message_annotation(parameter)
     wants_message = role == "consumer" or is_message
-    body_type: Any = (get_args(parameter) or (Any,))[0] if is_message else parameter
-    if role == "consumer" and not is_message:
-        body_type = Any
+    if not validate:
+        return HandlerTypes(None, None, wants_message)
+    if is_message:
+        body_type: Any = (get_args(parameter) or (Any,))[0]
+    else:
+        body_type = Any if role == "consumer" else parameter
     accepts = None if _unchecked(body_type) else Validator(body_type)
     returns = None
     if role == "consumer" and not _unchecked(returned):
@@ -76,9 +77,11 @@ def read_handler_types(handler: Callable[..., Any], role: str, validate: bool) -
     return HandlerTypes(accepts, returns, wants_message)
 
 
-def _signature_types(handler: Callable[..., Any]) -> tuple[Any, Any]:
+def _signature_types(handler: Callable[..., Any], evaluate: bool) -> tuple[Any, Any]:
+    """The first positional parameter's annotation and the return annotation. Unless
+    ``evaluate``, string annotations (``from __future__ import annotations``) stay strings."""
     try:
-        signature = inspect.signature(handler, eval_str=True)
+        signature = inspect.signature(handler, eval_str=evaluate)
     except (ValueError, TypeError):
         return inspect.Parameter.empty, inspect.Signature.empty  # builtins without signature
     except NameError as exc:
@@ -95,18 +98,10 @@ def _signature_types(handler: Callable[..., Any]) -> tuple[Any, Any]:
     return parameter, signature.return_annotation
 
 
-def _names_message(handler: Callable[..., Any]) -> bool:
-    """Whether the first parameter is annotated ``Message[...]``, without evaluating it."""
-    try:
-        signature = inspect.signature(handler)
-    except (ValueError, TypeError):
-        return False
-    for parameter in signature.parameters.values():
-        annotation = parameter.annotation
-        if isinstance(annotation, str):
-            return annotation == "Message" or annotation.startswith("Message[")
-        return annotation is Message or get_origin(annotation) is Message
-    return False
+def _is_message_annotation(annotation: Any) -> bool:
+    if isinstance(annotation, str):  # not evaluated (validate=False)
+        return annotation == "Message" or annotation.startswith("Message[")
+    return annotation is Message or get_origin(annotation) is Message
 
 
 def _unchecked(annotation: Any) -> bool:
@@ -114,7 +109,6 @@ def _unchecked(annotation: Any) -> bool:
         annotation in _UNCHECKED
         or annotation is inspect.Signature.empty
         or isinstance(annotation, TypeVar)
-        or (get_origin(annotation) is Message and not get_args(annotation))
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from types import TracebackType
 from typing import Any, Self, cast, overload
 
@@ -448,10 +449,10 @@ class EventBus:
         self._running_loop(routed)
         message_headers = _merge_headers(headers, options)
         registration = self._router.pick_consumer(routed)
-        observer = registration._observer  # pyright: ignore[reportPrivateUsage]
-        assert observer is not None
         message = make_message(body, routed, message_headers, None)
-        started = self._delivery.collect(observer.on_next, message)
+        started = self._delivery.collect(
+            partial(self._delivery.deliver_event, registration), message
+        )
         if started:
             await self._delivery.wait(started)
 

@@ -20,7 +20,6 @@ class Registration:
     """
 
     __slots__ = (
-        "_observer",
         "_registered",
         "_subscription",
         "_types",
@@ -44,7 +43,6 @@ class Registration:
         self._unregister = unregister
         self._registered = True
         self._types = types
-        self._observer: abc.ObserverBase[Any] | None = None
         self._subscription: abc.DisposableBase | None = None
 
     @property
