@@ -16,18 +16,32 @@ call awaits.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from types import CoroutineType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 from reactivex import abc
 
 from ._replies import Reply
 from ._validation import validation_summary
-from .errors import HandlerExecutionError, HandlerFailure, MessageValidationError
+from .errors import (
+    BufferFullError,
+    EventBusError,
+    HandlerExecutionError,
+    HandlerFailure,
+    MessageDroppedError,
+    MessageValidationError,
+    handler_name,
+)
 from .message import Message, copy_with_body
 from .registration import Registration
+
+if TYPE_CHECKING:
+    from ._flow import Mailbox
+
+logger = logging.getLogger("tinybus")
 
 # Eager starts nest: a handler that requests another address starts that handler inside its
 # own first step. Past this depth tasks start the ordinary way, so a chain of handlers that
@@ -39,29 +53,34 @@ def is_awaitable(value: object) -> bool:
     return type(value) is CoroutineType or (value is not None and hasattr(value, "__await__"))
 
 
+def checked_argument(registration: Registration, address: str, value: Any) -> Any:
+    """``value`` validated against the type the handler declares (if any). Raises
+    ``MessageValidationError`` for a value that is not valid."""
+    accepts = registration._types.accepts  # pyright: ignore[reportPrivateUsage]
+    if accepts is None:
+        return value
+    try:
+        return accepts(value)
+    except ValidationError as exc:
+        raise MessageValidationError(
+            address, accepts.expected, exc.errors(include_url=False), validation_summary(exc)
+        ) from exc
+    except Exception as exc:  # a validator of the model raised something else
+        raise MessageValidationError(
+            address, accepts.expected, [], f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def handler_argument(registration: Registration, message: Message[Any]) -> Any:
     """What the handler is called with: the body or the message, validated if it declares a
     type. Raises ``MessageValidationError`` for a body that is not valid."""
     types = registration._types  # pyright: ignore[reportPrivateUsage]
-    body = message.body
-    if types.accepts is not None:
-        try:
-            body = types.accepts(body)
-        except ValidationError as exc:
-            raise MessageValidationError(
-                message.address,
-                types.accepts.expected,
-                exc.errors(include_url=False),
-                validation_summary(exc),
-            ) from exc
-        except Exception as exc:  # a validator of the model raised something else
-            raise MessageValidationError(
-                message.address, types.accepts.expected, [], f"{type(exc).__name__}: {exc}"
-            ) from exc
-        if not types.wants_message:
-            return body
-        return message if body is message.body else copy_with_body(message, body)
-    return message if types.wants_message else body
+    if types.accepts is None:
+        return message if types.wants_message else message.body
+    body = checked_argument(registration, message.address, message.body)
+    if not types.wants_message:
+        return body
+    return message if body is message.body else copy_with_body(message, body)
 
 
 def checked_reply(
@@ -106,7 +125,7 @@ class EventObserver(abc.ObserverBase[Message[Any]]):
         self._registration = registration
 
     def on_next(self, value: Message[Any]) -> None:
-        self._delivery.deliver_event(self._registration, value)
+        self._delivery.enter_event(self._registration, value)
 
     def on_error(self, error: Exception) -> None:
         """Address subjects never error; nothing to do."""
@@ -115,18 +134,33 @@ class EventObserver(abc.ObserverBase[Message[Any]]):
         """The bus closed; the registration ends with it."""
 
 
+class Collected:
+    """What one publish or send set off that its caller awaits: handlers that were started at
+    once, and room in buffers under ``overflow="block"``; and the first refusal to raise."""
+
+    __slots__ = ("can_wait", "refusal", "waits")
+
+    def __init__(self, can_wait: bool) -> None:
+        self.can_wait = can_wait
+        self.waits: list[asyncio.Future[None]] = []
+        self.refusal: BaseException | None = None
+
+
 class Delivery:
     def __init__(
         self,
         get_loop: Callable[[], asyncio.AbstractEventLoop],
         report: Callable[[HandlerFailure], None],
         push_reply: Callable[[Reply], None],
+        requester_waiting: Callable[[str], bool],
     ) -> None:
         self._get_loop = get_loop
         self._report = report
         self._push_reply = push_reply
+        self._requester_waiting = requester_waiting
         self.tasks: set[asyncio.Task[None]] = set()
-        self._collecting: list[asyncio.Task[None]] | None = None
+        self.mailboxes: set[Mailbox] = set()
+        self._collecting: Collected | None = None
         self._depth = 0
 
     def observer(self, registration: Registration) -> EventObserver:
@@ -134,7 +168,8 @@ class Delivery:
 
     # -- starting handlers -------------------------------------------------------------
 
-    def _start(self, coro: Coroutine[Any, Any, None], collect: bool) -> None:
+    def _start(self, coro: Coroutine[Any, Any, None], collect: bool) -> asyncio.Task[None] | None:
+        """Start ``coro``; the task if it is still running (None when it finished at once)."""
         loop = self._get_loop()
         if self._depth < MAX_EAGER_DEPTH:
             self._depth += 1
@@ -143,7 +178,7 @@ class Delivery:
             finally:
                 self._depth -= 1
             if task.done():
-                return
+                return None
         else:
             # Deliberately not loop.create_task: an eager task factory installed on the loop
             # would start it eagerly again, and the depth would have no bound.
@@ -151,40 +186,171 @@ class Delivery:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         if collect and self._collecting is not None:
-            self._collecting.append(task)
+            self._collecting.waits.append(task)
+        return task
 
     def collect(
-        self, push: Callable[[Message[Any]], None], message: Message[Any]
-    ) -> list[asyncio.Task[None]]:
-        """Run ``push(message)`` and return the tasks it started that are still running."""
+        self, push: Callable[[Message[Any]], None], message: Message[Any], can_wait: bool
+    ) -> Collected | None:
+        """Run ``push(message)``; what the caller must await, or None when there is nothing.
+        ``can_wait=False`` for a caller that will not await (nobody is held for room)."""
         outer = self._collecting
-        started: list[asyncio.Task[None]] = []
-        self._collecting = started
+        collected = self._collecting = Collected(can_wait)
         try:
             push(message)
         finally:
             self._collecting = outer
-        return started
+        if collected.waits or collected.refusal is not None:
+            return collected
+        return None
 
     @staticmethod
-    async def wait(tasks: list[asyncio.Task[None]]) -> None:
-        # asyncio.wait, not ``await task``: cancelling the publisher must not cancel the
-        # handlers its message reached; they belong to the bus.
-        await asyncio.wait(tasks)
+    async def wait(collected: Collected) -> None:
+        waits = collected.waits
+        if waits:
+            try:
+                # asyncio.wait, not ``await task``: cancelling the publisher must not cancel
+                # the handlers its message reached; they belong to the bus.
+                await asyncio.wait(waits)
+            except asyncio.CancelledError:
+                for waiter in waits:
+                    if not isinstance(waiter, asyncio.Task):
+                        waiter.cancel()  # withdraw the items still waiting for room
+                raise
+        if collected.refusal is not None:
+            raise collected.refusal
+
+    def hold_caller(self) -> asyncio.Future[None] | None:
+        collecting = self._collecting
+        if collecting is None or not collecting.can_wait:
+            return None
+        waiter: asyncio.Future[None] = self._get_loop().create_future()
+        collecting.waits.append(waiter)
+        return waiter
+
+    # -- entering a registration: its pipeline, its mailbox, its handler -------------------
+
+    def enter_event(self, registration: Registration, message: Message[Any]) -> None:
+        pipeline = registration._pipeline  # pyright: ignore[reportPrivateUsage]
+        if pipeline is not None:
+            takes_messages = registration._takes_messages  # pyright: ignore[reportPrivateUsage]
+            pipeline.push(message if takes_messages else message.body)
+            return
+        mailbox = registration._mailbox  # pyright: ignore[reportPrivateUsage]
+        if mailbox is not None:
+            mailbox.offer(message)
+            return
+        self.deliver_event(registration, message, True)
+
+    def enter_request(self, registration: Registration, message: Message[Any]) -> None:
+        pipeline = registration._pipeline  # pyright: ignore[reportPrivateUsage]
+        if pipeline is not None:
+            error = pipeline.push_request(message)
+            if error is not None:
+                if not isinstance(error, EventBusError):
+                    error = HandlerExecutionError(message.address, error)
+                self._fail_request(registration, message, error)
+            return
+        mailbox = registration._mailbox  # pyright: ignore[reportPrivateUsage]
+        if mailbox is not None:
+            mailbox.offer(message)
+            return
+        self.deliver_request(registration, message, False)
+
+    def admit(self, registration: Registration, item: Any) -> None:
+        """Take what a pipeline let out: into the mailbox, or straight to the handler."""
+        mailbox = registration._mailbox  # pyright: ignore[reportPrivateUsage]
+        if mailbox is not None:
+            mailbox.offer(item)
+        else:
+            self.dispatch(registration, item, True)
+
+    def dispatch(
+        self, registration: Registration, item: Any, collect: bool
+    ) -> asyncio.Task[None] | None:
+        """Hand ``item`` to the handler; the task if it is still running."""
+        if not registration._takes_messages:  # pyright: ignore[reportPrivateUsage]
+            if registration._pipeline is None:  # pyright: ignore[reportPrivateUsage]
+                return self.deliver_event(registration, item, collect)
+            return self._deliver_piped(registration, item, collect)
+        if not isinstance(item, Message):
+            error = MessageValidationError(
+                registration.address,
+                "Message",
+                [],
+                f"its pipe emitted {type(item).__name__}: {item!r}",
+                what=f"what {handler_name(registration.handler)} is given at",
+            )
+            self.report_failure(registration, None, error)
+            return None
+        message = cast(Message[Any], item)
+        reply_address = message.reply_address
+        if reply_address is None or registration.role != "consumer":
+            return self.deliver_event(registration, message, collect)
+        if not collect and not self._requester_waiting(reply_address):
+            logger.debug("dropped a request to %r: its requester stopped waiting", message.address)
+            return None
+        return self.deliver_request(registration, message, collect)
+
+    def _deliver_piped(
+        self, registration: Registration, value: Any, collect: bool
+    ) -> asyncio.Task[None] | None:
+        try:
+            result = registration.handler(
+                checked_argument(registration, registration.address, value)
+            )
+        except Exception as exc:
+            self.report_failure(registration, None, exc)
+            return None
+        if is_awaitable(result):
+            return self._start(self._finish_event(result, registration, None), collect)
+        return None
+
+    def discard(self, registration: Registration, item: Any, error: MessageDroppedError) -> None:
+        if isinstance(item, Message):
+            message = cast(Message[Any], item)
+            if message.reply_address is not None and registration.role == "consumer":
+                self._fail_request(registration, message, error)
+                return
+            self.report_failure(registration, message, error)
+        else:
+            self.report_failure(registration, None, error)
+
+    def refuse(self, registration: Registration, item: Any, error: BufferFullError) -> None:
+        collecting = self._collecting
+        is_request = (
+            isinstance(item, Message)
+            and cast(Message[Any], item).reply_address is not None
+            and registration.role == "consumer"
+        )
+        if collecting is not None and not is_request:
+            if collecting.refusal is None:
+                collecting.refusal = error
+        else:
+            self.discard(registration, item, error)
+
+    def _fail_request(
+        self, registration: Registration, message: Message[Any], error: BaseException
+    ) -> None:
+        reply_address: str = message.reply_address  # type: ignore[assignment]
+        self._push_reply(Reply(reply_address, None, error, registration))
 
     # -- published and sent messages -----------------------------------------------------
 
-    def deliver_event(self, registration: Registration, message: Message[Any]) -> None:
+    def deliver_event(
+        self, registration: Registration, message: Message[Any], collect: bool
+    ) -> asyncio.Task[None] | None:
         try:
             result = registration.handler(handler_argument(registration, message))
         except Exception as exc:
             self.report_failure(registration, message, exc)
-            return
+            return None
         if is_awaitable(result):
-            self._start(self._finish_event(result, registration, message), collect=True)
+            return self._start(self._finish_event(result, registration, message), collect)
+        return None
 
     async def _finish_event(
-        self, result: Awaitable[Any], registration: Registration, message: Message[Any]
+        self, result: Awaitable[Any], registration: Registration, message: Message[Any] | None
     ) -> None:
         try:
             await result
@@ -202,24 +368,26 @@ class Delivery:
 
     # -- requests --------------------------------------------------------------------------
 
-    def deliver_request(self, registration: Registration, message: Message[Any]) -> None:
+    def deliver_request(
+        self, registration: Registration, message: Message[Any], collect: bool
+    ) -> asyncio.Task[None] | None:
         reply_address: str = message.reply_address  # type: ignore[assignment]
         try:
             result = registration.handler(handler_argument(registration, message))
         except MessageValidationError as exc:
             self._push_reply(Reply(reply_address, None, exc, registration))
-            return
+            return None
         except Exception as exc:
             self._push_reply(
                 Reply(
                     reply_address, None, HandlerExecutionError(message.address, exc), registration
                 )
             )
-            return
+            return None
         if is_awaitable(result):
-            self._start(self._finish_request(result, registration, message), collect=False)
-        else:
-            self._push_reply(checked_reply(registration, reply_address, message.address, result))
+            return self._start(self._finish_request(result, registration, message), collect)
+        self._push_reply(checked_reply(registration, reply_address, message.address, result))
+        return None
 
     async def _finish_request(
         self, result: Awaitable[Any], registration: Registration, message: Message[Any]
@@ -243,28 +411,16 @@ class Delivery:
 
     # -- shutdown --------------------------------------------------------------------------
 
-    async def shutdown(self, grace: float) -> None:
-        """Let running handlers finish for ``grace`` seconds, then cancel and await the rest.
+    def others(self) -> set[asyncio.Task[None]]:
+        """The running handlers, except the current task (a handler calling drain or close)."""
+        current = asyncio.current_task()
+        return {task for task in self.tasks if task is not current}
 
-        A handler that is itself closing the bus is neither waited for nor cancelled.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        closer = asyncio.current_task()
-
-        def others() -> set[asyncio.Task[None]]:
-            return {task for task in self.tasks if task is not closer}
-
-        try:
-            while running := others():
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                await asyncio.wait(running, timeout=remaining)
-        finally:
-            for task in others():
-                task.cancel()
-        while running := others():
+    async def cancel_running(self) -> None:
+        """Cancel every running handler (but the caller) and wait until they have stopped."""
+        for task in self.others():
+            task.cancel()
+        while running := self.others():
             await asyncio.wait(running)
 
     def reset(self) -> None:

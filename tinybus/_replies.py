@@ -134,6 +134,11 @@ class ReplyTable:
         # an open future: settle it so no timer is armed for it later.
         pending.future.cancel()
 
+    def is_waiting(self, reply_address: str) -> bool:
+        """Whether a requester still waits for a reply at ``reply_address``."""
+        pending = self._pending.get(reply_address)
+        return pending is not None and not pending.future.done()
+
     def push(self, reply: Reply) -> None:
         self.stream.on_next(reply)
 

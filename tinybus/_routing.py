@@ -5,6 +5,10 @@ Every address that has registrations (or ``observe`` subscribers) has a ``Route`
 it, and its consumers in registration order, from which ``request`` and ``send`` pick one
 round-robin. A route disappears with its last subscriber, so addresses that come and go
 leave nothing behind.
+
+Listeners may register at a pattern (``user.*``, ``user.>``): such a route lives in
+``patterns`` and is found through a ``PatternIndex``, which caches the routes matching each
+concrete address.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 from reactivex import abc
 
+from ._patterns import PatternIndex, is_pattern
 from ._subject import LoopSubject, ObserverErrorHandler
 from .errors import HandlerAlreadyRegisteredError, HandlerNotFoundError
 from .message import Message
@@ -33,21 +38,38 @@ class Route:
 class Router:
     def __init__(self, on_observer_error: ObserverErrorHandler) -> None:
         self.routes: dict[str, Route] = {}
+        self.patterns: dict[str, Route] = {}
+        self._index: PatternIndex[Route] = PatternIndex()
         self._on_observer_error = on_observer_error
 
+    def find(self, address: str) -> Route | None:
+        """The route of an exact address or of a pattern, if it exists."""
+        return self.routes.get(address) or self.patterns.get(address)
+
     def ensure(self, address: str) -> Route:
-        route = self.routes.get(address)
+        pattern = is_pattern(address)
+        table = self.patterns if pattern else self.routes
+        route = table.get(address)
         if route is None:
             subject: LoopSubject[Message[Any]] = LoopSubject(
-                self._on_observer_error, on_empty=lambda: self._drop_if_unused(address)
+                self._on_observer_error, on_empty=lambda: self._drop_if_unused(address, pattern)
             )
-            route = self.routes[address] = Route(address, subject)
+            route = table[address] = Route(address, subject)
+            if pattern:
+                self._index.add(address, route)
         return route
 
-    def _drop_if_unused(self, address: str) -> None:
-        route = self.routes.get(address)
+    def _drop_if_unused(self, address: str, pattern: bool) -> None:
+        table = self.patterns if pattern else self.routes
+        route = table.get(address)
         if route is not None and route.subject.observer_count == 0:
-            del self.routes[address]
+            del table[address]
+            if pattern:
+                self._index.remove(address)
+
+    def matching(self, address: str) -> tuple[Route, ...]:
+        """The pattern routes that ``address`` matches."""
+        return self._index.match(address)
 
     def add(
         self,
@@ -65,7 +87,7 @@ class Router:
         )
 
     def remove(self, registration: Registration) -> None:
-        route = self.routes.get(registration.address)
+        route = self.find(registration.address)
         if route is not None:
             members = route.consumers if registration.role == "consumer" else route.listeners
             if registration in members:
@@ -92,6 +114,8 @@ class Router:
 
     def complete(self) -> None:
         """End every address's stream: observers see ``on_completed``."""
-        for route in list(self.routes.values()):
+        for route in [*self.routes.values(), *self.patterns.values()]:
             route.subject.on_completed()
         self.routes.clear()
+        self.patterns.clear()
+        self._index = PatternIndex()

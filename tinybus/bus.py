@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from types import TracebackType
-from typing import Any, Self, cast, overload
+from typing import Any, Self, Unpack, cast, overload
 
 import reactivex
 from pydantic import ValidationError
@@ -15,7 +15,10 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from ._address import AddressLike, TypedAddress, to_address
-from ._delivery import Delivery
+from ._delivery import Collected, Delivery
+from ._flow import Mailbox
+from ._patterns import is_pattern
+from ._pipeline import Pipeline
 from ._replies import REPLY_PREFIX, Reply, ReplyTable
 from ._routing import Router
 from ._scheduler import BusScheduler
@@ -31,8 +34,13 @@ from .errors import (
     MessageValidationError,
     handler_name,
 )
-from .message import EMPTY_HEADERS, Message, freeze_headers, make_message
-from .options import DeliveryOptions, check_timeout
+from .message import EMPTY_HEADERS, Envelope, Kind, Message, freeze_headers, make_message
+from .options import (
+    DeliveryOptions,
+    RegistrationOptions,
+    check_registration_options,
+    check_timeout,
+)
 from .registration import Registration, Role
 
 logger = logging.getLogger("tinybus")
@@ -42,6 +50,7 @@ type Listener = Callable[[Any], Any]
 type TypedConsumer[Req, Rep] = Callable[[Message[Req]], Rep | Awaitable[Rep]]
 type TypedListener[B] = Callable[[B], object]
 type AnyAddress = AddressLike | TypedAddress
+type Interceptor = Callable[[Envelope], Message[Any] | None]
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CLOSE_TIMEOUT = 5.0
@@ -77,7 +86,12 @@ class EventBus:
         self._errors: LoopSubject[HandlerFailure] = LoopSubject(self._on_errors_subscriber_error)
         self._router = Router(self._on_observer_error)
         self._replies = ReplyTable(self._bound_loop, self._on_unclaimed_failure, self._scheduler)
-        self._delivery = Delivery(self._bound_loop, self._report, self._replies.push)
+        self._delivery = Delivery(
+            self._bound_loop, self._report, self._push_reply, self._replies.is_waiting
+        )
+        self._pipelines: set[Pipeline] = set()
+        self._interceptors: list[Interceptor] = []
+        self._tap: LoopSubject[Envelope] = LoopSubject(self._on_tap_subscriber_error)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -106,10 +120,17 @@ class EventBus:
             )
         if previous is not None:
             # The old loop is gone (pytest-asyncio and asyncio.run close theirs), and with it
-            # every task and future of it: start afresh on the new one.
+            # every task, future and timer of it: start afresh on the new one.
             self._delivery.reset()
             self._replies.reset()
+            self._scheduler.reset()
+            for pipeline in self._pipelines:
+                pipeline.stop(ending=False)
         self._loop = loop
+        # Pipelines registered before there was a loop (or on the old one) start now.
+        for pipeline in list(self._pipelines):
+            if not pipeline.started:
+                pipeline.start()
 
     @property
     def scheduler(self) -> abc.SchedulerBase:
@@ -128,30 +149,31 @@ class EventBus:
 
     @overload
     def consumer[Req, Rep](
-        self, address: Address[Req, Rep], *, validate: bool | None = None
+        self, address: Address[Req, Rep], **options: Unpack[RegistrationOptions]
     ) -> Callable[[TypedConsumer[Req, Rep]], TypedConsumer[Req, Rep]]: ...
     @overload
     def consumer[Req, Rep](
         self,
         address: Address[Req, Rep],
         handler: TypedConsumer[Req, Rep],
-        *,
-        validate: bool | None = None,
+        **options: Unpack[RegistrationOptions],
     ) -> Registration: ...
     @overload
     def consumer[H: ConsumerHandler](
-        self, address: AddressLike, *, validate: bool | None = None
+        self, address: AddressLike, **options: Unpack[RegistrationOptions]
     ) -> Callable[[H], H]: ...
     @overload
     def consumer(
-        self, address: AddressLike, handler: ConsumerHandler, *, validate: bool | None = None
+        self,
+        address: AddressLike,
+        handler: ConsumerHandler,
+        **options: Unpack[RegistrationOptions],
     ) -> Registration: ...
     def consumer(
         self,
         address: AnyAddress,
         handler: ConsumerHandler | None = None,
-        *,
-        validate: bool | None = None,
+        **options: Unpack[RegistrationOptions],
     ) -> Any:
         """Register ``handler`` as a consumer of ``address``; as a decorator when ``handler`` is
         omitted (the function is returned unchanged).
@@ -159,66 +181,158 @@ class EventBus:
         The handler receives the ``Message``; its return value (awaited if awaitable) is the
         reply to a request. It also receives messages published to the address. When it
         annotates ``Message[T]`` and a return type, bodies and replies are validated against
-        them (unless ``validate=False``).
+        them (unless ``validate=False``). See ``RegistrationOptions`` for ``pipe`` (which
+        carries messages here) and flow control. A consumer's address is exact, never a
+        pattern.
         """
-        return self._register_or_decorate(address, handler, "consumer", validate)
+        return self._register_or_decorate(address, handler, "consumer", options)
 
     @overload
     def on[B](
-        self, address: Event[B], *, validate: bool | None = None
+        self, address: Event[B], **options: Unpack[RegistrationOptions]
     ) -> Callable[[TypedListener[B]], TypedListener[B]]: ...
     @overload
     def on[B](
-        self, address: Event[B], listener: TypedListener[B], *, validate: bool | None = None
+        self,
+        address: Event[B],
+        listener: TypedListener[B],
+        **options: Unpack[RegistrationOptions],
     ) -> Registration: ...
     @overload
     def on[L: Listener](
-        self, address: AddressLike, *, validate: bool | None = None
+        self, address: AddressLike, **options: Unpack[RegistrationOptions]
     ) -> Callable[[L], L]: ...
     @overload
     def on(
-        self, address: AddressLike, listener: Listener, *, validate: bool | None = None
+        self, address: AddressLike, listener: Listener, **options: Unpack[RegistrationOptions]
     ) -> Registration: ...
     def on(
         self,
         address: AnyAddress,
         listener: Listener | None = None,
-        *,
-        validate: bool | None = None,
+        **options: Unpack[RegistrationOptions],
     ) -> Any:
-        """Register ``listener`` for messages published to ``address``; as a decorator when
-        ``listener`` is omitted. The listener receives the message body, validated against its
-        parameter's annotation; annotated ``Message[T]``, it receives the whole message."""
-        return self._register_or_decorate(address, listener, "listener", validate)
+        """Register ``listener`` for messages published to ``address``, or to every address
+        matching a pattern (``user.*``: one segment, ``user.>``: one or more); as a decorator
+        when ``listener`` is omitted.
+
+        The listener receives the message body, validated against its parameter's annotation;
+        annotated ``Message[T]``, it receives the whole message. With ``pipe=[...]``, the
+        bodies (or messages) flow through those reactivex operators first, and the listener
+        receives what comes out. See ``RegistrationOptions`` for flow control.
+        """
+        return self._register_or_decorate(address, listener, "listener", options)
 
     def _register_or_decorate(
         self,
         address: AnyAddress,
         handler: Callable[..., Any] | None,
         role: Role,
-        validate: bool | None,
+        options: RegistrationOptions,
     ) -> Any:
         routed = to_address(address)
         if handler is not None:
-            return self._register(routed, handler, role, validate)
+            return self._register(routed, handler, role, options)
 
         def decorate[F: Callable[..., Any]](function: F) -> F:
-            self._register(routed, function, role, validate)
+            self._register(routed, function, role, options)
             return function
 
         return decorate
 
     def _register(
-        self, address: str, handler: Callable[..., Any], role: Role, validate: bool | None
+        self,
+        address: str,
+        handler: Callable[..., Any],
+        role: Role,
+        raw_options: RegistrationOptions,
     ) -> Registration:
         if not callable(handler):
             raise TypeError(f"a {role} must be callable, got {handler!r}")
+        options = check_registration_options(raw_options)
+        if role == "consumer" and is_pattern(address):
+            raise ValueError(
+                f"a consumer's address is exact, got the pattern {address!r}: requests and "
+                "sends go to one address; use bus.on() to listen to a pattern"
+            )
         if self._closed:
             raise BusClosedError(address=address)
-        types = read_handler_types(handler, role, self._validate if validate is None else validate)
-        registration = Registration(address, handler, role, self._router.remove, types)
+        validate = self._validate if options.validate is None else options.validate
+        types = read_handler_types(handler, role, validate)
+        registration = Registration(
+            address,
+            handler,
+            role,
+            self._unregister,
+            types,
+            max_concurrency=options.max_concurrency,
+            max_buffered=options.max_buffered,
+            overflow=options.overflow,
+            make_mailbox=self._new_mailbox,
+        )
         self._router.add(registration, self._delivery.observer(registration), self._scheduler)
+        if options.max_concurrency is not None:
+            registration._mailbox = self._new_mailbox(registration)  # pyright: ignore[reportPrivateUsage]
+        if options.pipe:
+            pipeline = registration._pipeline = Pipeline(  # pyright: ignore[reportPrivateUsage]
+                registration,
+                options.pipe,
+                self._scheduler,
+                partial(self._delivery.admit, registration),
+                partial(self._report_pipe_failure, registration),
+                partial(self._end_registration, registration),
+                options.on_error,
+            )
+            self._pipelines.add(pipeline)
+            if self._on_bound_loop():
+                pipeline.start()
         return registration
+
+    def _on_bound_loop(self) -> bool:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return False
+        try:
+            return asyncio.get_running_loop() is loop
+        except RuntimeError:
+            return False
+
+    def _new_mailbox(self, registration: Registration) -> Mailbox:
+        mailbox = Mailbox(
+            registration,
+            self._delivery,
+            registration.max_concurrency,
+            registration.max_buffered,
+            registration.overflow,
+        )
+        self._delivery.mailboxes.add(mailbox)
+        return mailbox
+
+    def _unregister(self, registration: Registration) -> None:
+        self._end_registration(registration, True)
+
+    def _end_registration(self, registration: Registration, discard: bool) -> None:
+        """Take ``registration`` off its address; with ``discard``, drop what waits for it,
+        else (its pipeline completed) let its buffer drain first."""
+        registration._registered = False  # pyright: ignore[reportPrivateUsage]
+        self._router.remove(registration)
+        pipeline = registration._pipeline  # pyright: ignore[reportPrivateUsage]
+        if pipeline is not None:
+            pipeline.stop()
+            self._pipelines.discard(pipeline)
+        mailbox = registration._mailbox  # pyright: ignore[reportPrivateUsage]
+        if mailbox is None:
+            return
+        if discard or mailbox.queued == 0:
+            mailbox.discard_all("unregistered")
+            self._delivery.mailboxes.discard(mailbox)
+        else:
+            mailbox.idle(self._bound_loop()).add_done_callback(
+                lambda _: self._delivery.mailboxes.discard(mailbox)
+            )
+
+    def _report_pipe_failure(self, registration: Registration, exc: BaseException) -> None:
+        self._delivery.report_failure(registration, None, exc)
 
     def get_consumers(self) -> list[str]:
         """The addresses that have at least one consumer."""
@@ -226,7 +340,7 @@ class EventBus:
 
     def get_listeners(self, address: AnyAddress) -> list[Callable[..., Any]]:
         """The listeners of ``address``, in registration order."""
-        route = self._router.routes.get(to_address(address))
+        route = self._router.find(to_address(address))
         return [] if route is None else [member.handler for member in route.listeners]
 
     def remove_consumer(self, address: AnyAddress) -> None:
@@ -238,7 +352,7 @@ class EventBus:
 
     def remove_listener(self, address: AnyAddress, listener: Callable[..., Any]) -> None:
         """Unregister ``listener`` from ``address`` (nothing happens when it is not there)."""
-        route = self._router.routes.get(to_address(address))
+        route = self._router.find(to_address(address))
         if route is not None:
             for registration in list(route.listeners):
                 if registration.handler == listener:
@@ -264,6 +378,64 @@ class EventBus:
             return subject.subscribe(observer, scheduler=scheduler or self._scheduler)
 
         return reactivex.create(subscribe)
+
+    def observe_all(self) -> Observable[Envelope]:
+        """Every message crossing the bus, as ``Envelope(kind, message)``: published, sent and
+        requested messages (after interceptors) and replies, for logging, tracing and
+        notebooks. Costs nothing while nobody subscribes; completes when the bus closes."""
+        return self._tap
+
+    def add_interceptor(self, interceptor: Interceptor) -> Interceptor:
+        """Run ``interceptor`` on every published, sent and requested message before it is
+        routed (usable as a decorator).
+
+        It is called with an ``Envelope`` and returns ``None`` to let the message through, or a
+        replacement (``envelope.message.with_headers({...})``) that handlers then see. To
+        reject the message it raises: the sender's call raises that exception, and no handler
+        sees the message. Interceptors run in the order they were added, synchronously.
+        """
+        if not callable(interceptor):
+            raise TypeError(f"an interceptor must be callable, got {interceptor!r}")
+        self._interceptors.append(interceptor)
+        return interceptor
+
+    def remove_interceptor(self, interceptor: Interceptor) -> None:
+        """Remove ``interceptor`` (nothing happens when it is not there)."""
+        if interceptor in self._interceptors:
+            self._interceptors.remove(interceptor)
+
+    def _outbound(self, kind: Kind, message: Message[Any]) -> Message[Any]:
+        """``message`` after the interceptors, shown to ``observe_all()`` subscribers."""
+        for interceptor in self._interceptors:
+            replaced = cast(object, interceptor(Envelope(kind, message)))
+            if replaced is None:
+                continue
+            if not isinstance(replaced, Message):
+                raise TypeError(
+                    f"interceptor {handler_name(interceptor)} returned "
+                    f"{type(replaced).__name__}; it must return a Message or None"
+                )
+            if (
+                replaced.address != message.address
+                or replaced.reply_address != message.reply_address
+            ):
+                raise ValueError(
+                    f"interceptor {handler_name(interceptor)} changed the address of a message; "
+                    "it may change headers (message.with_headers) but not where it goes"
+                )
+            message = cast(Message[Any], replaced)
+        if self._tap.observer_count:
+            self._tap.on_next(Envelope(kind, message))
+        return message
+
+    def _push_reply(self, reply: Reply) -> None:
+        if self._tap.observer_count:
+            failed = reply.error is not None
+            message = make_message(
+                reply.error if failed else reply.body, reply.reply_address, EMPTY_HEADERS, None
+            )
+            self._tap.on_next(Envelope("failure" if failed else "reply", message))
+        self._replies.push(reply)
 
     @property
     def errors(self) -> Observable[HandlerFailure]:
@@ -359,13 +531,15 @@ class EventBus:
     ) -> Any:
         if self._closed:
             raise BusClosedError(address=address)
-        registration = self._router.pick_consumer(address)
         message = make_message(body, address, headers, None)
         reply_address = message.reply_address = REPLY_PREFIX + message.id
+        if self._interceptors or self._tap.observer_count:
+            message = self._outbound("request", message)
+        registration = self._router.pick_consumer(address)
         pending = self._replies.expect(reply_address, address, timeout, loop)
         future = pending.future
         try:
-            self._delivery.deliver_request(registration, message)
+            self._delivery.enter_request(registration, message)
             if not future.done():
                 self._replies.arm(pending)
             return await future
@@ -403,16 +577,92 @@ class EventBus:
         Returns once every handler the message reached has finished with it. Handler failures
         never reach the publisher: they go to the log and ``bus.errors``.
         """
+        collected = self._publish_now(address, body, headers, options, can_wait=True)
+        if collected is not None:
+            await self._delivery.wait(collected)
+
+    def publish_nowait(
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None:
+        """``publish`` for synchronous code on the bus's loop: deliver now, wait for nothing.
+
+        Handlers that do not finish at once keep running as tasks the bus owns (``drain()``
+        and ``close()`` wait for them). Under ``overflow="block"`` a full buffer keeps the
+        message waiting for room instead of holding the caller; under ``"error"`` this raises
+        ``BufferFullError``.
+        """
+        collected = self._publish_now(address, body, headers, options, can_wait=False)
+        if collected is not None and collected.refusal is not None:
+            raise collected.refusal
+
+    def publish_threadsafe(
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None:
+        """``publish_nowait`` from any thread: the message is published on the bus's loop, as
+        soon as the loop gets to it. Errors there (the bus closed meanwhile, a full buffer under
+        ``overflow="error"``) are logged to the ``tinybus`` logger."""
+        self._call_threadsafe(self.publish_nowait, address, body, headers, options)
+
+    def _publish_now(
+        self,
+        address: AnyAddress,
+        body: Any,
+        headers: Mapping[str, str] | None,
+        options: DeliveryOptions | None,
+        can_wait: bool,
+    ) -> Collected | None:
         routed = to_address(address)
         self._running_loop(routed)
         message_headers = _merge_headers(headers, options)
-        route = self._router.routes.get(routed)
-        if route is None:
-            return
+        router = self._router
+        route = router.routes.get(routed)
+        matched = router.matching(routed) if router.patterns else ()
+        intercepted = self._interceptors or self._tap.observer_count
+        if route is None and not matched and not intercepted:
+            return None
         message = make_message(body, routed, message_headers, None)
-        started = self._delivery.collect(route.subject.on_next, message)
-        if started:
-            await self._delivery.wait(started)
+        if intercepted:
+            message = self._outbound("publish", message)
+        subjects = [] if route is None else [route.subject]
+        subjects += [pattern_route.subject for pattern_route in matched]
+        if len(subjects) == 1:
+            return self._delivery.collect(subjects[0].on_next, message, can_wait)
+        if not subjects:
+            return None
+
+        def push(message: Message[Any]) -> None:
+            for subject in subjects:
+                subject.on_next(message)
+
+        return self._delivery.collect(push, message, can_wait)
+
+    def _call_threadsafe(self, call: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if self._closed:
+            raise BusClosedError()
+        if loop is None or loop.is_closed():
+            raise EventBusError(
+                "this EventBus has no event loop yet: the *_threadsafe methods need a bus "
+                "already used (or entered with async with) on its loop"
+            )
+
+        def run() -> None:
+            try:
+                call(*args)
+            except Exception:
+                logger.exception("a message from another thread could not be delivered")
+
+        loop.call_soon_threadsafe(run)
 
     @overload
     async def send[Req](
@@ -445,16 +695,53 @@ class EventBus:
         Returns once that consumer has finished with it; its return value is discarded and a
         failure goes to the log and ``bus.errors``. ``HandlerNotFoundError`` when there is none.
         """
+        collected = self._send_now(address, body, headers, options, can_wait=True)
+        if collected is not None:
+            await self._delivery.wait(collected)
+
+    def send_nowait(
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None:
+        """``send`` for synchronous code on the bus's loop, as ``publish_nowait`` is for
+        ``publish``; ``HandlerNotFoundError`` at once when there is no consumer."""
+        collected = self._send_now(address, body, headers, options, can_wait=False)
+        if collected is not None and collected.refusal is not None:
+            raise collected.refusal
+
+    def send_threadsafe(
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None:
+        """``send_nowait`` from any thread, as ``publish_threadsafe`` is for publishing; a
+        missing consumer is logged."""
+        self._call_threadsafe(self.send_nowait, address, body, headers, options)
+
+    def _send_now(
+        self,
+        address: AnyAddress,
+        body: Any,
+        headers: Mapping[str, str] | None,
+        options: DeliveryOptions | None,
+        can_wait: bool,
+    ) -> Collected | None:
         routed = to_address(address)
         self._running_loop(routed)
-        message_headers = _merge_headers(headers, options)
+        message = make_message(body, routed, _merge_headers(headers, options), None)
+        if self._interceptors or self._tap.observer_count:
+            message = self._outbound("send", message)
         registration = self._router.pick_consumer(routed)
-        message = make_message(body, routed, message_headers, None)
-        started = self._delivery.collect(
-            partial(self._delivery.deliver_event, registration), message
+        return self._delivery.collect(
+            partial(self._delivery.enter_event, registration), message, can_wait
         )
-        if started:
-            await self._delivery.wait(started)
 
     # -- failures ------------------------------------------------------------------------------
 
@@ -486,16 +773,57 @@ class EventBus:
     def _on_errors_subscriber_error(self, exc: Exception, observer: object, value: object) -> None:
         logger.error("a subscriber of bus.errors raised; it stays subscribed", exc_info=exc)
 
+    def _on_tap_subscriber_error(self, exc: Exception, observer: object, value: object) -> None:
+        logger.error("a subscriber of observe_all() raised; it stays subscribed", exc_info=exc)
+
     # -- shutting down -------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Wait until the bus is quiet: no handler running, no message waiting in a buffer
+        (except behind a paused registration), and no message held by an operator.
+
+        A message is held by an operator while a timer it set off is pending (``debounce``,
+        ``delay``, ``timeout``); timers of the pipelines themselves (``buffer_with_time``,
+        ``sample``) are waited for once, so the flush that was due delivers. Work started
+        while draining is waited for too. For tests and notebooks; bound it with
+        ``asyncio.timeout`` when a pipeline may hold messages for long.
+        """
+        loop = self._running_loop(None)
+        await self._until_quiet(loop, None, self._scheduler.pending())
+
+    async def _until_quiet(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        deadline: float | None,
+        first_timers: set[Any],
+    ) -> bool:
+        """Wait as ``drain()`` does, until ``deadline``; whether the bus got quiet in time."""
+        scheduler = self._scheduler
+        delivery = self._delivery
+        while True:
+            waits: list[asyncio.Future[Any]] = list(delivery.others())
+            waits += [mailbox.idle(loop) for mailbox in delivery.mailboxes if mailbox.busy]
+            first_timers = {timer for timer in first_timers if scheduler.is_pending(timer)}
+            if first_timers or scheduler.holding():
+                waits.append(scheduler.settled())
+            if not waits:
+                return True
+            timeout = None if deadline is None else deadline - loop.time()
+            if timeout is not None and timeout <= 0:
+                return False
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
 
     async def close(self, timeout: float | None = None) -> None:
         """Close the bus.
 
         New requests, sends, publishes and registrations raise ``BusClosedError`` from now on,
-        and pending requests fail with it at once. Handlers still running get ``timeout``
-        seconds (default: the bus's ``close_timeout``, 5 s) to finish, then are cancelled and
-        awaited. Address streams and ``bus.errors`` complete. Closing twice is harmless; a
-        second caller waits for the first to finish.
+        and pending requests fail with it at once. Pipelines are completed, so operators
+        deliver what they hold (a partial ``buffer_with_time``). Then, for ``timeout`` seconds
+        (default: the bus's ``close_timeout``, 5 s), running handlers finish and buffered
+        messages are handled, as ``drain()`` waits; what is left is cancelled (handlers,
+        timers) or dropped and reported (buffered messages). Address streams,
+        ``observe_all()`` and ``bus.errors`` complete. Closing twice is harmless; a second
+        caller waits for the first to finish.
         """
         grace = self._close_timeout if timeout is None else _check_grace(timeout)
         if self._closing is not None:
@@ -512,11 +840,25 @@ class EventBus:
         closing = self._closing = loop.create_future()
         try:
             self._replies.fail_all()
-            await self._delivery.shutdown(grace)
+            for pipeline in list(self._pipelines):
+                if pipeline.started:
+                    pipeline.flush()
+            await self._until_quiet(loop, loop.time() + grace, set())
+            self._scheduler.cancel_all()
+            for pipeline in list(self._pipelines):
+                pipeline.stop()
+            self._pipelines.clear()
+            for mailbox in list(self._delivery.mailboxes):
+                mailbox.discard_all("closed")
+            self._delivery.mailboxes.clear()
+            await self._delivery.cancel_running()
         except BaseException:
-            # Cancelled while waiting: the handlers are cancelled but not yet awaited, so a
-            # later close() must do the rest instead of returning at once.
+            # Cancelled while waiting: the handlers are cancelled but not yet all awaited, so
+            # a later close() must do the rest instead of returning at once.
             self._closing = None
+            for task in self._delivery.others():
+                if not task.cancelling():  # one cancellation each: let cleanups run
+                    task.cancel()
             raise
         else:
             self._replies.fail_all()
@@ -527,6 +869,7 @@ class EventBus:
     def _finish_close(self) -> None:
         self._router.complete()
         self._replies.complete()
+        self._tap.on_completed()
         self._errors.on_completed()
 
     async def __aenter__(self) -> Self:

@@ -98,6 +98,52 @@ class BusClosedError(EventBusError):
         self.address = address
 
 
+class MessageDroppedError(EventBusError):
+    """A message was discarded before its handler got it.
+
+    ``reason`` says why: ``"overflow"`` (a ``drop_oldest``/``drop_newest`` buffer was full),
+    ``"unregistered"`` (its registration ended while it waited) or ``"closed"`` (the bus closed
+    while it waited). A requester whose request is dropped gets this at once; a dropped
+    published or sent message is reported on ``bus.errors``.
+    """
+
+    def __init__(self, registration: Any, reason: str = "overflow") -> None:
+        what = {
+            "overflow": "its buffer was full",
+            "unregistered": "it was unregistered",
+            "closed": "the bus closed",
+        }.get(reason, reason)
+        super().__init__(
+            f"a message to {registration.address!r} was dropped before "
+            f"{handler_name(registration.handler)} handled it: {what}"
+        )
+        self.address = registration.address
+        self.reason = reason
+
+
+class BufferFullError(MessageDroppedError):
+    """A registration with ``overflow="error"`` had a full buffer: its sender gets this."""
+
+    def __init__(self, registration: Any) -> None:
+        EventBusError.__init__(
+            self,
+            f"{handler_name(registration.handler)} at {registration.address!r} has "
+            f"{registration.max_buffered} messages waiting already (overflow='error')",
+        )
+        self.address = registration.address
+        self.reason = "overflow"
+
+
+class MessageRejectedError(EventBusError):
+    """A consumer's ``pipe`` did not let a request through, so no handler will reply."""
+
+    def __init__(self, address: str, handler: object) -> None:
+        super().__init__(
+            f"the request to {address!r} was filtered out by the pipe of {handler_name(handler)}"
+        )
+        self.address = address
+
+
 def handler_name(handler: Any) -> str:
     """A readable name for a handler in messages and logs."""
     name = getattr(handler, "__qualname__", None) or getattr(handler, "__name__", None)

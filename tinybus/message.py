@@ -5,8 +5,9 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from ._address import to_address
 
@@ -91,6 +92,13 @@ class Message[T]:
         """Build a message by hand, e.g. to call a consumer directly in a test."""
         return Message(body, address=address, headers=headers)
 
+    def with_headers(self, headers: Mapping[str, str]) -> Message[T]:
+        """A copy of this message (same id, body and addresses) with ``headers`` added over its
+        own; what an interceptor returns to stamp a header."""
+        copy = copy_with_body(self, self.body)
+        copy.headers = freeze_headers({**self.headers, **freeze_headers(headers)})
+        return copy
+
     def __repr__(self) -> str:
         reply = f", reply_address={self.reply_address!r}" if self.reply_address else ""
         headers = f", headers={dict(self.headers)!r}" if self.headers else ""
@@ -124,3 +132,33 @@ def make_message[B](
     message.headers = headers
     message.reply_address = reply_address
     return message
+
+
+type Kind = Literal["publish", "send", "request", "reply", "failure"]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message seen crossing the bus, and how: what ``observe_all()`` emits and what
+    interceptors are given.
+
+    ``kind`` is ``"publish"``, ``"send"`` or ``"request"`` for a message on its way to its
+    handlers, ``"reply"`` for a reply on its way back to its requester (``message.address`` is
+    then the reply address) and ``"failure"`` for a failed one (``message.body`` is the error
+    the requester gets).
+    """
+
+    kind: Kind
+    message: Message[Any]
+
+    @property
+    def address(self) -> str:
+        return self.message.address
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.message.headers
+
+    @property
+    def body(self) -> Any:
+        return self.message.body

@@ -1,11 +1,17 @@
-"""``DeliveryOptions``: how one message is delivered (timeout, headers, retries)."""
+"""Options: ``DeliveryOptions`` for one message (timeout, headers, retries) and
+``RegistrationOptions`` for one handler (validation, pipeline, flow control)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypedDict, cast, get_args
 
+from ._flow import OVERFLOW_POLICIES, Overflow
+from ._pipeline import OnPipeError, Operator
 from .message import freeze_headers
+
+DEFAULT_MAX_BUFFERED = 1000
 
 
 def check_timeout(timeout: object, what: str = "timeout") -> float:
@@ -48,3 +54,76 @@ class DeliveryOptions:
             raise ValueError(f"retry_attempts must be an int >= 0, got {self.retry_attempts!r}")
         if self.headers is not None:
             object.__setattr__(self, "headers", freeze_headers(self.headers))
+
+
+class RegistrationOptions(TypedDict, total=False):
+    """Keyword options of ``bus.on`` and ``bus.consumer``.
+
+    - ``validate``: validate what the handler is given (and a consumer's reply) against its
+      annotations; ``None`` (the default) follows the bus.
+    - ``pipe``: reactivex operators applied, in order, to the stream before the handler.
+    - ``on_error``: what a failure inside ``pipe`` does after being reported:
+      ``"resubscribe"`` (the default) or ``"unregister"``.
+    - ``max_concurrency``: how many messages the handler handles at once (1: one at a time,
+      in order); ``None`` (the default) means no limit.
+    - ``max_buffered``: how many messages may wait for the handler (1000 by default).
+    - ``overflow``: what happens to a message when the buffer is full: ``"block"`` (the
+      default), ``"drop_oldest"``, ``"drop_newest"`` or ``"error"``.
+    """
+
+    validate: bool | None
+    pipe: Sequence[Operator] | None
+    on_error: OnPipeError
+    max_concurrency: int | None
+    max_buffered: int
+    overflow: Overflow
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedOptions:
+    validate: bool | None
+    pipe: tuple[Operator, ...]
+    on_error: OnPipeError
+    max_concurrency: int | None
+    max_buffered: int
+    overflow: Overflow
+
+
+def check_registration_options(options: Mapping[str, Any]) -> CheckedOptions:
+    """``options`` checked, with defaults filled in; a clear error for anything wrong."""
+    unknown = set(options) - set(RegistrationOptions.__annotations__)
+    if unknown:
+        raise TypeError(
+            f"unknown registration option(s) {sorted(unknown)}; "
+            f"expected any of {sorted(RegistrationOptions.__annotations__)}"
+        )
+    validate = options.get("validate")
+    if validate is not None and type(validate) is not bool:
+        raise TypeError(f"validate must be True, False or None, got {validate!r}")
+    pipe: object = options.get("pipe") or ()
+    if isinstance(pipe, str | bytes) or not isinstance(pipe, Sequence):
+        raise TypeError(f"pipe must be a list of reactivex operators, got {pipe!r}")
+    operators = tuple(cast(Sequence[object], pipe))
+    for operator in operators:
+        if not callable(operator):
+            raise TypeError(f"pipe must hold reactivex operators, got {operator!r}")
+    on_error = options.get("on_error", "resubscribe")
+    if on_error not in get_args(OnPipeError.__value__):
+        raise ValueError(f"on_error must be 'resubscribe' or 'unregister', got {on_error!r}")
+    max_concurrency = options.get("max_concurrency")
+    if max_concurrency is not None and (type(max_concurrency) is not int or max_concurrency < 1):
+        raise ValueError(f"max_concurrency must be an int >= 1 or None, got {max_concurrency!r}")
+    max_buffered = options.get("max_buffered", DEFAULT_MAX_BUFFERED)
+    if type(max_buffered) is not int or max_buffered < 0:
+        raise ValueError(f"max_buffered must be an int >= 0, got {max_buffered!r}")
+    overflow = options.get("overflow", "block")
+    if overflow not in OVERFLOW_POLICIES:
+        raise ValueError(f"overflow must be one of {list(OVERFLOW_POLICIES)}, got {overflow!r}")
+    return CheckedOptions(
+        validate,
+        cast(tuple[Operator, ...], operators),
+        on_error,
+        max_concurrency,
+        max_buffered,
+        overflow,
+    )

@@ -3,29 +3,46 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from reactivex import abc
 
+from ._flow import Overflow
 from ._validation import HandlerTypes
+
+if TYPE_CHECKING:
+    from ._flow import Mailbox
+    from ._pipeline import Pipeline
 
 type Role = Literal["consumer", "listener"]
 
 
 class Registration:
-    """One handler registered at one address, as a consumer or as a listener.
+    """One handler registered at one address (or pattern), as a consumer or as a listener.
 
     ``unregister()`` removes it; calling it again does nothing. Messages already being handled
-    finish; none reach it afterwards.
+    finish; messages waiting in its buffer are dropped (their requesters fail at once with
+    ``MessageDroppedError``), and none reach it afterwards.
+
+    ``pause()`` stops handling: messages wait in the buffer, under the registration's overflow
+    policy, until ``resume()``. ``queued`` is how many wait now and ``dropped`` how many were
+    dropped or refused so far.
     """
 
     __slots__ = (
+        "_mailbox",
+        "_make_mailbox",
+        "_pipeline",
         "_registered",
         "_subscription",
+        "_takes_messages",
         "_types",
         "_unregister",
         "address",
         "handler",
+        "max_buffered",
+        "max_concurrency",
+        "overflow",
         "role",
     )
 
@@ -36,18 +53,58 @@ class Registration:
         role: Role,
         unregister: Callable[[Registration], None],
         types: HandlerTypes,
+        *,
+        max_concurrency: int | None = None,
+        max_buffered: int = 1000,
+        overflow: Overflow = "block",
+        make_mailbox: Callable[[Registration], Mailbox] | None = None,
     ) -> None:
         self.address = address
         self.handler = handler
         self.role: Role = role
+        self.max_concurrency = max_concurrency
+        self.max_buffered = max_buffered
+        self.overflow: Overflow = overflow
         self._unregister = unregister
         self._registered = True
         self._types = types
+        # What enters the pipeline, and what a handler without a pipeline is handed: the
+        # whole message for consumers and for listeners that annotate Message[T].
+        self._takes_messages = role == "consumer" or types.wants_message
         self._subscription: abc.DisposableBase | None = None
+        self._pipeline: Pipeline | None = None
+        self._make_mailbox = make_mailbox
+        self._mailbox: Mailbox | None = None
 
     @property
     def is_registered(self) -> bool:
         return self._registered
+
+    @property
+    def is_paused(self) -> bool:
+        return self._mailbox is not None and self._mailbox.paused
+
+    @property
+    def queued(self) -> int:
+        return 0 if self._mailbox is None else self._mailbox.queued
+
+    @property
+    def dropped(self) -> int:
+        return 0 if self._mailbox is None else self._mailbox.dropped
+
+    def pause(self) -> None:
+        """Stop handling messages; they wait in the buffer until ``resume()``."""
+        mailbox = self._mailbox
+        if mailbox is None:
+            if self._make_mailbox is None:
+                raise RuntimeError("this registration cannot be paused")
+            mailbox = self._mailbox = self._make_mailbox(self)
+        mailbox.pause()
+
+    def resume(self) -> None:
+        """Handle the waiting messages (in order, within ``max_concurrency``) and the next."""
+        if self._mailbox is not None:
+            self._mailbox.resume()
 
     def unregister(self) -> None:
         if self._registered:
@@ -56,5 +113,7 @@ class Registration:
 
     def __repr__(self) -> str:
         state = "registered" if self._registered else "unregistered"
+        if self.is_paused:
+            state += ", paused"
         name = getattr(self.handler, "__qualname__", repr(self.handler))
         return f"<Registration {self.role} {name} at {self.address!r} ({state})>"

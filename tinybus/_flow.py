@@ -1,0 +1,203 @@
+"""Flow control for one registration: a concurrency limit, a bounded buffer, an overflow policy.
+
+A ``Mailbox`` sits between a registration's stream (after its pipeline, if any) and its
+handler. It starts at most ``max_concurrency`` handlings at once and keeps the rest in a
+buffer of ``max_buffered`` items. When the buffer is full:
+
+- ``"block"``: the item waits outside the buffer, and a caller that can wait (``publish``,
+  ``send``) is held until it is let in; a cancelled caller withdraws its item, like a cancelled
+  ``asyncio.Queue.put``. Items from callers that cannot wait (``publish_nowait``, timers) also
+  wait outside the buffer: they are never lost, and never hold anyone.
+- ``"drop_oldest"`` / ``"drop_newest"``: the oldest buffered item, or the new one, is dropped.
+- ``"error"``: the new item is refused and its sender gets ``BufferFullError``.
+
+Dropped and refused items are counted, reported, and for a request, fail the requester at
+once. ``pause()`` lets items in but starts none, under the same policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from .errors import BufferFullError, MessageDroppedError
+
+if TYPE_CHECKING:
+    from .registration import Registration
+
+type Overflow = Literal["block", "drop_oldest", "drop_newest", "error"]
+OVERFLOW_POLICIES: tuple[Overflow, ...] = ("block", "drop_oldest", "drop_newest", "error")
+
+
+class Outlet(Protocol):
+    """What a mailbox needs from delivery."""
+
+    def dispatch(
+        self, registration: Registration, item: Any, collect: bool
+    ) -> asyncio.Future[None] | None: ...
+
+    def discard(self, registration: Registration, item: Any, error: MessageDroppedError) -> None:
+        """Fail the requester of a dropped request, or report a dropped event."""
+        ...
+
+    def refuse(self, registration: Registration, item: Any, error: BufferFullError) -> None:
+        """Give a refused item's sender its error."""
+        ...
+
+    def hold_caller(self) -> asyncio.Future[None] | None:
+        """A future the current sender awaits before returning; None when nobody can wait."""
+        ...
+
+
+class Mailbox:
+    __slots__ = (
+        "_idle",
+        "_on_done",
+        "blocked",
+        "buffer",
+        "dropped",
+        "limit",
+        "max_buffered",
+        "outlet",
+        "overflow",
+        "paused",
+        "registration",
+        "running",
+    )
+
+    def __init__(
+        self,
+        registration: Registration,
+        outlet: Outlet,
+        limit: int | None,
+        max_buffered: int,
+        overflow: Overflow,
+    ) -> None:
+        self.registration = registration
+        self.outlet = outlet
+        self.limit = limit
+        self.max_buffered = max_buffered
+        self.overflow: Overflow = overflow
+        self.buffer: deque[Any] = deque()
+        # Items waiting for room under "block", each with the future its sender awaits.
+        self.blocked: deque[tuple[Any, asyncio.Future[None] | None]] = deque()
+        self.running = 0
+        self.dropped = 0
+        self.paused = False
+        self._idle: asyncio.Future[None] | None = None
+        self._on_done: Callable[[asyncio.Future[None]], None] = self._finished
+
+    @property
+    def queued(self) -> int:
+        return len(self.buffer) + len(self.blocked)
+
+    @property
+    def busy(self) -> bool:
+        """Whether items wait that will be started without anyone resuming the mailbox.
+
+        Running handlers are not counted: delivery tracks their tasks."""
+        return not self.paused and self.queued > 0
+
+    def offer(self, item: Any) -> None:
+        if not self.paused and not self.buffer and not self.blocked and self._has_slot():
+            self._start(item, collect=True)
+            return
+        if len(self.buffer) < self.max_buffered:
+            self.buffer.append(item)
+            return
+        overflow = self.overflow
+        if overflow == "block":
+            self.blocked.append((item, self.outlet.hold_caller()))
+        elif overflow == "drop_newest":
+            self._drop(item)
+        elif overflow == "drop_oldest" and self.buffer:
+            self._drop(self.buffer.popleft())
+            self.buffer.append(item)
+        elif overflow == "drop_oldest":
+            self._drop(item)  # no buffer (max_buffered=0): the new item is the oldest waiting
+        else:
+            self.dropped += 1
+            self.outlet.refuse(self.registration, item, BufferFullError(self.registration))
+
+    def _has_slot(self) -> bool:
+        return self.limit is None or self.running < self.limit
+
+    def _drop(self, item: Any) -> None:
+        self.dropped += 1
+        self.outlet.discard(self.registration, item, MessageDroppedError(self.registration))
+
+    def _start(self, item: Any, collect: bool) -> None:
+        self.running += 1
+        waiter = self.outlet.dispatch(self.registration, item, collect)
+        if waiter is None:
+            self.running -= 1
+        else:
+            waiter.add_done_callback(self._on_done)
+
+    def _finished(self, _: asyncio.Future[None]) -> None:
+        self.running -= 1
+        self.pump()
+
+    def pump(self) -> None:
+        """Start buffered items while there are free slots, and let blocked ones in."""
+        while True:
+            self._admit_blocked()
+            if self.paused or not self.buffer or not self._has_slot():
+                break
+            self._start(self.buffer.popleft(), collect=False)
+        self._notify_if_idle()
+
+    def _admit_blocked(self) -> None:
+        while self.blocked and (
+            len(self.buffer) < self.max_buffered
+            or (not self.buffer and not self.paused and self._has_slot())
+        ):
+            item, waiter = self.blocked.popleft()
+            if waiter is not None:
+                if waiter.cancelled():
+                    continue  # its sender gave up waiting, and took the item back
+                waiter.set_result(None)
+            self.buffer.append(item)
+
+    def _notify_if_idle(self) -> None:
+        if self._idle is not None and not self.busy:
+            idle, self._idle = self._idle, None
+            if not idle.done():
+                idle.set_result(None)
+
+    def idle(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """A future that completes when this mailbox has nothing running or startable."""
+        if self._idle is None:
+            self._idle = loop.create_future()
+            if not self.busy:
+                self._idle.set_result(None)
+                idle, self._idle = self._idle, None
+                return idle
+        return self._idle
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self.pump()
+
+    def discard_all(self, reason: str) -> None:
+        """Drop every waiting item (the registration is ending), releasing blocked senders."""
+        items = list(self.buffer)
+        self.buffer.clear()
+        for item, waiter in self.blocked:
+            if waiter is not None and waiter.cancelled():
+                continue
+            if waiter is not None:
+                waiter.set_result(None)
+            items.append(item)
+        self.blocked.clear()
+        for item in items:
+            self.dropped += 1
+            self.outlet.discard(
+                self.registration, item, MessageDroppedError(self.registration, reason)
+            )
+        self._notify_if_idle()

@@ -1,0 +1,161 @@
+"""A registration's operator pipeline: ``pipe=[...]`` between its address and its handler.
+
+Each piped registration owns a source ``LoopSubject``. Messages reaching the registration are
+pushed into it (the body, or the whole ``Message`` for consumers and for listeners that
+annotate ``Message[T]``), flow through the operators, and what comes out is handed on, to the
+mailbox or straight to the handler. The pipeline is subscribed with the bus's scheduler, so
+time-based operators use loop timers, and only once the bus has a loop: a registration made at
+import time starts its pipeline when the bus binds to its loop.
+
+When the operators fail (a ``map`` whose function raises), the failure is reported and the
+pipeline is subscribed again, with fresh operator state, so later messages still arrive; with
+``on_error="unregister"`` the registration ends instead. A pipeline that completes (``take``)
+ends its registration; one that fails while being subscribed ends it too, as a new
+subscription would only fail again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from reactivex import Observable, abc
+
+from ._scheduler import BusScheduler
+from ._subject import LoopSubject
+from .errors import MessageRejectedError
+from .message import Message
+
+if TYPE_CHECKING:
+    from .registration import Registration
+
+type OnPipeError = Literal["resubscribe", "unregister"]
+type Operator = Callable[[Observable[Any]], Observable[Any]]
+
+
+class _Outlet(abc.ObserverBase[Any]):
+    __slots__ = ("_pipeline",)
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    def on_next(self, value: Any) -> None:
+        self._pipeline.emit(value)
+
+    def on_error(self, error: Exception) -> None:
+        self._pipeline.fail(error)
+
+    def on_completed(self) -> None:
+        self._pipeline.complete()
+
+
+class Pipeline:
+    def __init__(
+        self,
+        registration: Registration,
+        operators: Sequence[Operator],
+        scheduler: BusScheduler,
+        admit: Callable[[Any], None],
+        report: Callable[[BaseException], None],
+        end: Callable[[bool], None],
+        on_error: OnPipeError,
+    ) -> None:
+        self._registration = registration
+        self._scheduler = scheduler
+        self._admit = admit
+        self._report = report
+        self._end = end  # end(discard): the registration ends; discard what it has queued?
+        self._on_error: OnPipeError = on_error
+        self._source: LoopSubject[Any] = LoopSubject(self._on_operator_error)
+        self._stream: Observable[Any] = self._source.pipe(*operators)
+        self._subscription: abc.DisposableBase | None = None
+        self._subscribing = False
+        self._ended = False
+        # The reply address of the request being pushed, until the pipeline lets it out.
+        self._awaiting: str | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._subscription is not None
+
+    def start(self) -> None:
+        """Subscribe the operators (again): fresh operator state, on the bus's scheduler."""
+        if self._ended:
+            return
+        scheduler = self._scheduler
+        depth, scheduler.holding_depth = scheduler.holding_depth, 0
+        self._subscribing = True
+        try:
+            self._subscription = self._stream.subscribe(_Outlet(self), scheduler=scheduler)
+        finally:
+            self._subscribing = False
+            scheduler.holding_depth = depth
+
+    def push(self, value: Any) -> None:
+        scheduler = self._scheduler
+        scheduler.holding_depth += 1
+        try:
+            self._source.on_next(value)
+        finally:
+            scheduler.holding_depth -= 1
+
+    def push_request(self, message: Message[Any]) -> BaseException | None:
+        """Push a request; the error for its requester if the pipeline did not let it out."""
+        self._awaiting = message.reply_address
+        self._error = None
+        try:
+            self.push(message)
+        finally:
+            passed = self._awaiting is None
+            self._awaiting = None
+        if passed:
+            return None
+        error, self._error = self._error, None
+        if error is not None:
+            return error
+        return MessageRejectedError(message.address, self._registration.handler)
+
+    def emit(self, value: Any) -> None:
+        awaiting = self._awaiting
+        if (
+            awaiting is not None
+            and isinstance(value, Message)
+            and cast(Message[Any], value).reply_address == awaiting
+        ):
+            self._awaiting = None
+        self._admit(value)
+
+    def fail(self, error: Exception) -> None:
+        self._error = error
+        self._report(error)
+        self._subscription = None
+        if self._subscribing or self._on_error == "unregister":
+            self._ended = True
+            self._end(True)
+        else:
+            self.start()
+
+    def complete(self) -> None:
+        self._subscription = None
+        if not self._ended:
+            self._ended = True
+            self._end(False)
+
+    def flush(self) -> None:
+        """Complete the source: operators deliver what they hold (``buffer_with_time``'s
+        partial buffer, ``debounce``'s last value), then the pipeline completes."""
+        self._source.on_completed()
+
+    def stop(self, ending: bool = True) -> None:
+        """Dispose of the operators, cancelling their timers; ``ending=False`` lets a later
+        ``start()`` subscribe them again (the bus moved to a new loop)."""
+        self._ended = ending
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            subscription.dispose()
+
+    def _on_operator_error(self, exc: Exception, observer: object, value: object) -> None:
+        # An exception escaping the operators themselves (not one they turned into on_error).
+        self._error = exc
+        self._report(exc)
