@@ -125,7 +125,11 @@ class EventObserver(abc.ObserverBase[Message[Any]]):
         self._registration = registration
 
     def on_next(self, value: Message[Any]) -> None:
-        self._delivery.enter_event(self._registration, value)
+        registration = self._registration
+        if registration._pipeline is None and registration._mailbox is None:  # pyright: ignore[reportPrivateUsage]
+            self._delivery.deliver_event(registration, value, True)
+        else:
+            self._delivery.enter_event(registration, value)
 
     def on_error(self, error: Exception) -> None:
         """Address subjects never error; nothing to do."""

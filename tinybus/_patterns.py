@@ -35,8 +35,8 @@ class _Node[V]:
 
     def __init__(self) -> None:
         self.children: dict[str, _Node[V]] = {}
-        self.value: V | None = None  # the pattern that ends here
-        self.trailing: V | None = None  # the pattern that ends here with '>'
+        self.value: tuple[str, V] | None = None  # the pattern that ends here
+        self.trailing: tuple[str, V] | None = None  # the pattern that ends here with '>'
 
 
 class PatternIndex[V]:
@@ -45,24 +45,29 @@ class PatternIndex[V]:
     def __init__(self) -> None:
         self._root: _Node[V] = _Node()
         self._count = 0
+        self._order: dict[str, int] = {}  # pattern -> when it was added
+        self._added = 0
         self._cache: dict[str, tuple[V, ...]] = {}
 
     def __len__(self) -> int:
         return self._count
 
     def add(self, pattern: str, value: V) -> None:
+        self._added += 1
+        self._order[pattern] = self._added
         *head, last = pattern.split(".")
         node = self._root
         for segment in head:
             node = node.children.setdefault(segment, _Node())
         if last == TRAILING:
-            node.trailing = value
+            node.trailing = (pattern, value)
         else:
-            node.children.setdefault(last, _Node()).value = value
+            node.children.setdefault(last, _Node()).value = (pattern, value)
         self._count += 1
         self._cache.clear()
 
     def remove(self, pattern: str) -> None:
+        self._order.pop(pattern, None)
         *head, last = pattern.split(".")
         path: list[tuple[_Node[V], str]] = []
         node = self._root
@@ -93,16 +98,17 @@ class PatternIndex[V]:
     def match(self, address: str) -> tuple[V, ...]:
         found = self._cache.get(address)
         if found is None:
-            matches: list[V] = []
+            matches: list[tuple[str, V]] = []
             _collect(self._root, address.split("."), 0, matches)
-            found = tuple(matches)
+            order = self._order
+            found = tuple(value for _, value in sorted(matches, key=lambda m: order[m[0]]))
             if len(self._cache) >= CACHE_LIMIT:
                 self._cache.clear()
             self._cache[address] = found
         return found
 
 
-def _collect[V](node: _Node[V], segments: list[str], index: int, into: list[V]) -> None:
+def _collect[V](node: _Node[V], segments: list[str], index: int, into: list[tuple[str, V]]) -> None:
     if node.trailing is not None and index < len(segments):
         into.append(node.trailing)
     if index == len(segments):

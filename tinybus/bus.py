@@ -611,7 +611,9 @@ class EventBus:
         """``publish_nowait`` from any thread: the message is published on the bus's loop, as
         soon as the loop gets to it. Errors there (the bus closed meanwhile, a full buffer under
         ``overflow="error"``) are logged to the ``tinybus`` logger."""
-        self._call_threadsafe(self.publish_nowait, address, body, headers, options)
+        self._call_threadsafe(
+            partial(self.publish_nowait, address, body, headers=headers, options=options)
+        )
 
     def _publish_now(
         self,
@@ -633,12 +635,13 @@ class EventBus:
         message = make_message(body, routed, message_headers, None)
         if intercepted:
             message = self._outbound("publish", message)
-        subjects = [] if route is None else [route.subject]
-        subjects += [pattern_route.subject for pattern_route in matched]
-        if len(subjects) == 1:
-            return self._delivery.collect(subjects[0].on_next, message, can_wait)
-        if not subjects:
-            return None
+        if not matched:
+            if route is None:
+                return None
+            return self._delivery.collect(route.subject.on_next, message, can_wait)
+        subjects = [pattern_route.subject for pattern_route in matched]
+        if route is not None:
+            subjects.insert(0, route.subject)
 
         def push(message: Message[Any]) -> None:
             for subject in subjects:
@@ -646,7 +649,7 @@ class EventBus:
 
         return self._delivery.collect(push, message, can_wait)
 
-    def _call_threadsafe(self, call: Callable[..., None], *args: Any) -> None:
+    def _call_threadsafe(self, call: Callable[[], None]) -> None:
         loop = self._loop
         if self._closed:
             raise BusClosedError()
@@ -658,7 +661,7 @@ class EventBus:
 
         def run() -> None:
             try:
-                call(*args)
+                call()
             except Exception:
                 logger.exception("a message from another thread could not be delivered")
 
@@ -723,7 +726,9 @@ class EventBus:
     ) -> None:
         """``send_nowait`` from any thread, as ``publish_threadsafe`` is for publishing; a
         missing consumer is logged."""
-        self._call_threadsafe(self.send_nowait, address, body, headers, options)
+        self._call_threadsafe(
+            partial(self.send_nowait, address, body, headers=headers, options=options)
+        )
 
     def _send_now(
         self,
