@@ -3,6 +3,7 @@
 from .addresses import Address, Event
 from .bus import EventBus
 from .errors import (
+    BufferFullError,
     BusClosedError,
     EventBusError,
     HandlerAlreadyRegisteredError,
@@ -10,16 +11,20 @@ from .errors import (
     HandlerFailure,
     HandlerNotFoundError,
     HandlerTimeoutError,
+    MessageDroppedError,
+    MessageRejectedError,
     MessageValidationError,
 )
-from .message import Message
-from .options import DeliveryOptions
+from .message import Envelope, Message
+from .options import DeliveryOptions, RegistrationOptions
 from .registration import Registration
 
 __all__ = [
     "Address",
+    "BufferFullError",
     "BusClosedError",
     "DeliveryOptions",
+    "Envelope",
     "Event",
     "EventBus",
     "EventBusError",
@@ -29,8 +34,11 @@ __all__ = [
     "HandlerNotFoundError",
     "HandlerTimeoutError",
     "Message",
+    "MessageDroppedError",
+    "MessageRejectedError",
     "MessageValidationError",
     "Registration",
+    "RegistrationOptions",
 ]
 
 __version__ = "0.3.0"

@@ -74,6 +74,8 @@ class Pipeline:
         # The reply address of the request being pushed, until the pipeline lets it out.
         self._awaiting: str | None = None
         self._error: BaseException | None = None
+        # A message entered since one of this pipeline's timers last fired (see _scheduler).
+        self.dirty = False
 
     @property
     def started(self) -> bool:
@@ -85,20 +87,25 @@ class Pipeline:
             return
         scheduler = self._scheduler
         depth, scheduler.holding_depth = scheduler.holding_depth, 0
+        owner, scheduler.owner = scheduler.owner, self
         self._subscribing = True
         try:
             self._subscription = self._stream.subscribe(_Outlet(self), scheduler=scheduler)
         finally:
             self._subscribing = False
             scheduler.holding_depth = depth
+            scheduler.owner = owner
 
     def push(self, value: Any) -> None:
         scheduler = self._scheduler
+        self.dirty = True
         scheduler.holding_depth += 1
+        owner, scheduler.owner = scheduler.owner, self
         try:
             self._source.on_next(value)
         finally:
             scheduler.holding_depth -= 1
+            scheduler.owner = owner
 
     def push_request(self, message: Message[Any]) -> BaseException | None:
         """Push a request; the error for its requester if the pipeline did not let it out."""

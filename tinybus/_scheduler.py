@@ -7,11 +7,13 @@ scheduled, so it runs on the loop thread: reactivex never falls back to its thre
 timeout scheduler. ``now`` follows the loop's clock, so ``throttle_first`` and ``delay`` agree
 with the timers, and a loop with a virtual clock drives every time-based operator.
 
-A timer *holds* a message when it was scheduled while a message was being pushed into a
-pipeline (``debounce``, ``delay``, ``timeout``), or by the action of a timer that held one.
-Timers scheduled when a pipeline is subscribed (``buffer_with_time``'s ticks, ``sample``'s)
-hold nothing by themselves: ``drain()`` waits for every holding timer, and for the others only
-once, so that a periodic flush delivers what it holds without making ``drain()`` wait forever.
+What ``drain()`` waits for: a timer *holds* a message when it was scheduled while a message was
+being pushed into a pipeline (``debounce``, ``delay``, ``timeout``), or by the action of a timer
+that held one. Timers that a pipeline schedules for itself (``buffer_with_time``'s and
+``sample``'s ticks, set when it is subscribed and re-armed by their own actions) hold something
+only when a message entered that pipeline since one of its timers last fired: the pipeline is
+then *dirty*. Waiting for holding timers and for the timers of dirty pipelines delivers what
+operators hold, without waiting forever for a periodic tick that carries nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from reactivex import abc, typing
 from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
@@ -28,12 +30,24 @@ from reactivex.scheduler.eventloop import AsyncIOScheduler
 from reactivex.scheduler.periodicscheduler import PeriodicScheduler
 
 
-class Timer:
-    __slots__ = ("handle", "holds")
+class Owner(Protocol):
+    """A pipeline, as far as its timers are concerned."""
 
-    def __init__(self, holds: bool) -> None:
+    dirty: bool
+
+
+class Timer:
+    __slots__ = ("handle", "holds", "owner")
+
+    def __init__(self, holds: bool, owner: Owner | None) -> None:
         self.holds = holds
+        self.owner = owner
         self.handle: asyncio.Handle | None = None
+
+    @property
+    def awaited(self) -> bool:
+        """Whether ``drain()`` waits for this timer."""
+        return self.holds or (self.owner is not None and self.owner.dirty)
 
 
 class BusScheduler(AsyncIOScheduler):
@@ -47,6 +61,8 @@ class BusScheduler(AsyncIOScheduler):
         self._clock: tuple[asyncio.AbstractEventLoop, float] | None = None
         # >0 while a message is being pushed into a pipeline or a holding timer runs.
         self.holding_depth = 0
+        # The pipeline being subscribed or pushed into, or whose timer runs.
+        self.owner: Owner | None = None
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop:  # pyright: ignore[reportIncompatibleVariableOverride]
@@ -79,19 +95,23 @@ class BusScheduler(AsyncIOScheduler):
         self, seconds: float, action: typing.ScheduledAction[Any], state: Any
     ) -> abc.DisposableBase:
         loop = self._get_loop()
-        timer = Timer(self.holding_depth > 0)
+        timer = Timer(self.holding_depth > 0, self.owner)
         inner = SingleAssignmentDisposable()
 
         def fire() -> None:
             self._settle(timer)
+            owner = timer.owner
+            if owner is not None:
+                owner.dirty = False  # it is delivering what it held
+            outer_owner, self.owner = self.owner, owner
+            depth = self.holding_depth
             if timer.holds:
                 self.holding_depth += 1
-                try:
-                    inner.disposable = self.invoke_action(action, state=state)
-                finally:
-                    self.holding_depth -= 1
-            else:
+            try:
                 inner.disposable = self.invoke_action(action, state=state)
+            finally:
+                self.holding_depth = depth
+                self.owner = outer_owner
 
         timer.handle = loop.call_soon(fire) if seconds <= 0 else loop.call_later(seconds, fire)
         self._timers.add(timer)
@@ -114,14 +134,9 @@ class BusScheduler(AsyncIOScheduler):
 
     # -- for drain() and close() ----------------------------------------------------------
 
-    def pending(self) -> set[Timer]:
-        return set(self._timers)
-
     def holding(self) -> bool:
-        return any(timer.holds for timer in self._timers)
-
-    def is_pending(self, timer: Timer) -> bool:
-        return timer in self._timers
+        """Whether a pending timer holds a message (see the module's docstring)."""
+        return any(timer.awaited for timer in self._timers)
 
     def settled(self) -> asyncio.Future[None]:
         """A future that completes when any timer fires or is cancelled."""
@@ -140,3 +155,4 @@ class BusScheduler(AsyncIOScheduler):
         self._timers.clear()
         self._settled = None
         self.holding_depth = 0
+        self.owner = None

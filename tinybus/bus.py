@@ -367,6 +367,7 @@ class EventBus:
         bus's loop. The stream completes when the bus closes.
         """
         routed = to_address(address)
+        is_pattern(routed)  # a misplaced '>' is an error here, not at subscription
 
         def subscribe(
             observer: abc.ObserverBase[Message[Any]], scheduler: abc.SchedulerBase | None = None
@@ -788,28 +789,24 @@ class EventBus:
         (except behind a paused registration), and no message held by an operator.
 
         A message is held by an operator while a timer it set off is pending (``debounce``,
-        ``delay``, ``timeout``); timers of the pipelines themselves (``buffer_with_time``,
-        ``sample``) are waited for once, so the flush that was due delivers. Work started
-        while draining is waited for too. For tests and notebooks; bound it with
-        ``asyncio.timeout`` when a pipeline may hold messages for long.
+        ``delay``, ``timeout``), or until the next tick of a periodic operator of a pipeline it
+        entered (``buffer_with_time``, ``sample``); a tick with nothing to deliver is not
+        waited for. Operators that wait for more messages rather than for time
+        (``buffer_with_count``) hold theirs until then. Work started while draining is waited
+        for too. For tests and notebooks; bound it with ``asyncio.timeout`` when a pipeline
+        may hold messages for long.
         """
         loop = self._running_loop(None)
-        await self._until_quiet(loop, None, self._scheduler.pending())
+        await self._until_quiet(loop, None)
 
-    async def _until_quiet(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        deadline: float | None,
-        first_timers: set[Any],
-    ) -> bool:
+    async def _until_quiet(self, loop: asyncio.AbstractEventLoop, deadline: float | None) -> bool:
         """Wait as ``drain()`` does, until ``deadline``; whether the bus got quiet in time."""
         scheduler = self._scheduler
         delivery = self._delivery
         while True:
             waits: list[asyncio.Future[Any]] = list(delivery.others())
             waits += [mailbox.idle(loop) for mailbox in delivery.mailboxes if mailbox.busy]
-            first_timers = {timer for timer in first_timers if scheduler.is_pending(timer)}
-            if first_timers or scheduler.holding():
+            if scheduler.holding():
                 waits.append(scheduler.settled())
             if not waits:
                 return True
@@ -848,7 +845,7 @@ class EventBus:
             for pipeline in list(self._pipelines):
                 if pipeline.started:
                     pipeline.flush()
-            await self._until_quiet(loop, loop.time() + grace, set())
+            await self._until_quiet(loop, loop.time() + grace)
             self._scheduler.cancel_all()
             for pipeline in list(self._pipelines):
                 pipeline.stop()
@@ -878,6 +875,8 @@ class EventBus:
         self._errors.on_completed()
 
     async def __aenter__(self) -> Self:
+        # Bind now, so that the *_threadsafe methods work from the start of the block.
+        self._running_loop(None)
         return self
 
     async def __aexit__(
