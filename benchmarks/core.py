@@ -1,7 +1,7 @@
 """Throughput of the core bus, as ratios against a baseline measured in the same run.
 
-The baseline is a direct ``await handler(x)``, or for validation the same request to an
-unannotated handler.
+The baseline is a direct ``await handler(x)``; for validation, pipelines, flow control and
+patterns, it is the same publish or request without that feature.
 
 Run with ``uv run python benchmarks/core.py`` (``--quick`` for a short run). Each scenario and
 its baseline are measured in alternating order, several rounds; the median is quoted, because
@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel
+from reactivex import operators as ops
 
 from tinybus import EventBus, Message
 
@@ -59,8 +60,9 @@ def repeated(call: Callable[[int], Awaitable[object]]) -> Run:
     return run
 
 
-def scenarios(bus: EventBus) -> dict[str, tuple[Run, Run]]:
-    """name -> (baseline, tinybus), each running ``count`` operations."""
+def scenarios(bus: EventBus, patterned: EventBus) -> dict[str, tuple[Run, Run]]:
+    """name -> (baseline, tinybus), each running ``count`` operations. ``patterned`` is a bus
+    with 1,000 pattern listeners none of which match the address published to."""
 
     async def listener(body: int) -> None:
         pass
@@ -74,6 +76,11 @@ def scenarios(bus: EventBus) -> dict[str, tuple[Run, Run]]:
     bus.consumer("returns", handler_returns)
     bus.consumer("awaits", handler_awaits)
     bus.on("event", listener)
+    bus.on("event.piped", listener, pipe=[ops.filter(lambda n: n >= 0)])
+    bus.on("event.actor", listener, max_concurrency=1)
+    patterned.on("event", listener)
+    for index in range(1000):
+        patterned.on(f"other.{index}.*", listener)
     bus.consumer("orders.unvalidated", unvalidated)
     bus.consumer("orders.validated", validated)
     order = Order(id=1, item="tea", quantity=2)
@@ -93,6 +100,18 @@ def scenarios(bus: EventBus) -> dict[str, tuple[Run, Run]]:
             repeated(listener),
             repeated(lambda n: bus.publish("event", n)),
         ),
+        "publish through a filter pipeline (vs no pipeline)": (
+            repeated(lambda n: bus.publish("event", n)),
+            repeated(lambda n: bus.publish("event.piped", n)),
+        ),
+        "publish to a max_concurrency=1 listener (vs no limit)": (
+            repeated(lambda n: bus.publish("event", n)),
+            repeated(lambda n: bus.publish("event.actor", n)),
+        ),
+        "publish with 1,000 unrelated patterns registered (vs none)": (
+            repeated(lambda n: bus.publish("event", n)),
+            repeated(lambda n: patterned.publish("event", n)),
+        ),
         "request, Message[Order] given an Order (vs unannotated)": (
             request_unvalidated,
             repeated(lambda n: bus.request("orders.validated", order)),
@@ -111,12 +130,12 @@ async def measure(run: Run, count: int) -> float:
 
 
 async def main(rounds: int, count: int) -> None:
-    async with EventBus() as bus:
+    async with EventBus() as bus, EventBus() as patterned:
         python = f"Python {platform.python_version()} on {platform.machine()}"
         print(f"{python}, {rounds} rounds of {count}")
         print("| scenario | baseline (ops/s) | TinyBus (ops/s) | TinyBus / baseline |")
         print("|---|---:|---:|---:|")
-        for name, (baseline, subject) in scenarios(bus).items():
+        for name, (baseline, subject) in scenarios(bus, patterned).items():
             await measure(subject, count // 10)  # warm-up
             base_rates: list[float] = []
             bus_rates: list[float] = []
