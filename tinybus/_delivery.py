@@ -429,5 +429,7 @@ class Delivery:
 
     def reset(self) -> None:
         self.tasks.clear()
+        for mailbox in self.mailboxes:
+            mailbox.reset()
         self._collecting = None
         self._depth = 0

@@ -177,6 +177,12 @@ class Mailbox:
                 return idle
         return self._idle
 
+    def reset(self) -> None:
+        """Forget the handlings and waiting senders of a loop that is gone; keep the items."""
+        self.running = 0
+        self._idle = None
+        self.blocked = deque((item, None) for item, _ in self.blocked)
+
     def pause(self) -> None:
         self.paused = True
 

@@ -93,7 +93,10 @@ class Registration:
         return 0 if self._mailbox is None else self._mailbox.dropped
 
     def pause(self) -> None:
-        """Stop handling messages; they wait in the buffer until ``resume()``."""
+        """Stop handling messages; they wait in the buffer until ``resume()``. Does nothing
+        once unregistered."""
+        if not self._registered:
+            return
         mailbox = self._mailbox
         if mailbox is None:
             if self._make_mailbox is None:
