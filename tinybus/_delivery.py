@@ -53,7 +53,9 @@ def is_awaitable(value: object) -> bool:
     return type(value) is CoroutineType or (value is not None and hasattr(value, "__await__"))
 
 
-def checked_argument(registration: Registration, address: str, value: Any) -> Any:
+def checked_argument(
+    registration: Registration, address: str, value: Any, what: str = "the body sent to"
+) -> Any:
     """``value`` validated against the type the handler declares (if any). Raises
     ``MessageValidationError`` for a value that is not valid."""
     accepts = registration._types.accepts  # pyright: ignore[reportPrivateUsage]
@@ -63,11 +65,15 @@ def checked_argument(registration: Registration, address: str, value: Any) -> An
         return accepts(value)
     except ValidationError as exc:
         raise MessageValidationError(
-            address, accepts.expected, exc.errors(include_url=False), validation_summary(exc)
+            address,
+            accepts.expected,
+            exc.errors(include_url=False),
+            validation_summary(exc),
+            what=what,
         ) from exc
     except Exception as exc:  # a validator of the model raised something else
         raise MessageValidationError(
-            address, accepts.expected, [], f"{type(exc).__name__}: {exc}"
+            address, accepts.expected, [], f"{type(exc).__name__}: {exc}", what=what
         ) from exc
 
 
@@ -291,7 +297,9 @@ class Delivery:
         reply_address = message.reply_address
         if reply_address is None or registration.role != "consumer":
             return self.deliver_event(registration, message, collect)
-        if not collect and not self._requester_waiting(reply_address):
+        # A request that waited (in a buffer, or held by a consumer's operator) may have been
+        # given up on by its requester, or already failed (rejected by the consumer's pipe).
+        if not self._requester_waiting(reply_address):
             logger.debug("dropped a request to %r: its requester stopped waiting", message.address)
             return None
         return self.deliver_request(registration, message, collect)
@@ -300,9 +308,10 @@ class Delivery:
         self, registration: Registration, value: Any, collect: bool
     ) -> asyncio.Task[None] | None:
         try:
-            result = registration.handler(
-                checked_argument(registration, registration.address, value)
+            argument = checked_argument(
+                registration, registration.address, value, "what the pipe emitted at"
             )
+            result = registration.handler(argument)
         except Exception as exc:
             self.report_failure(registration, None, exc)
             return None
@@ -313,8 +322,12 @@ class Delivery:
     def discard(self, registration: Registration, item: Any, error: MessageDroppedError) -> None:
         if isinstance(item, Message):
             message = cast(Message[Any], item)
-            if message.reply_address is not None and registration.role == "consumer":
-                self._fail_request(registration, message, error)
+            reply_address = message.reply_address
+            if reply_address is not None and registration.role == "consumer":
+                if self._requester_waiting(reply_address):
+                    self._fail_request(registration, message, error)
+                else:  # its requester has its outcome already (timeout, BusClosedError)
+                    logger.debug("dropped a request to %r: %s", message.address, error)
                 return
             self.report_failure(registration, message, error)
         else:

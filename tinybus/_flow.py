@@ -109,7 +109,11 @@ class Mailbox:
             return
         overflow = self.overflow
         if overflow == "block":
-            self.blocked.append((item, self.outlet.hold_caller()))
+            waiter = self.outlet.hold_caller()
+            entry = (item, waiter)
+            self.blocked.append(entry)
+            if waiter is not None:
+                waiter.add_done_callback(lambda _: self._withdraw_if_cancelled(entry))
         elif overflow == "drop_newest":
             self._drop(item)
         elif overflow == "drop_oldest" and self.buffer:
@@ -120,6 +124,17 @@ class Mailbox:
         else:
             self.dropped += 1
             self.outlet.refuse(self.registration, item, BufferFullError(self.registration))
+
+    def _withdraw_if_cancelled(self, entry: tuple[Any, asyncio.Future[None] | None]) -> None:
+        """A held sender was cancelled: its item leaves with it, like a cancelled Queue.put."""
+        waiter = entry[1]
+        if waiter is None or not waiter.cancelled():
+            return
+        for index, blocked in enumerate(self.blocked):
+            if blocked is entry:
+                del self.blocked[index]
+                break
+        self._notify_if_idle()
 
     def _has_slot(self) -> bool:
         return self.limit is None or self.running < self.limit

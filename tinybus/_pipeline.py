@@ -74,8 +74,8 @@ class Pipeline:
         # The reply address of the request being pushed, until the pipeline lets it out.
         self._awaiting: str | None = None
         self._error: BaseException | None = None
-        # A message entered since one of this pipeline's timers last fired (see _scheduler).
-        self.dirty = False
+        # When a message last entered or moved inside this pipeline (see _scheduler).
+        self.moved_at = -1
 
     @property
     def started(self) -> bool:
@@ -86,26 +86,21 @@ class Pipeline:
         if self._ended:
             return
         scheduler = self._scheduler
-        depth, scheduler.holding_depth = scheduler.holding_depth, 0
-        owner, scheduler.owner = scheduler.owner, self
+        outer = scheduler.subscribing(self)
         self._subscribing = True
         try:
             self._subscription = self._stream.subscribe(_Outlet(self), scheduler=scheduler)
         finally:
             self._subscribing = False
-            scheduler.holding_depth = depth
-            scheduler.owner = owner
+            scheduler.leave(outer)
 
     def push(self, value: Any) -> None:
         scheduler = self._scheduler
-        self.dirty = True
-        scheduler.holding_depth += 1
-        owner, scheduler.owner = scheduler.owner, self
+        outer = scheduler.enter(self)
         try:
             self._source.on_next(value)
         finally:
-            scheduler.holding_depth -= 1
-            scheduler.owner = owner
+            scheduler.leave(outer)
 
     def push_request(self, message: Message[Any]) -> BaseException | None:
         """Push a request; the error for its requester if the pipeline did not let it out."""
@@ -152,7 +147,13 @@ class Pipeline:
     def flush(self) -> None:
         """Complete the source: operators deliver what they hold (``buffer_with_time``'s
         partial buffer, ``debounce``'s last value), then the pipeline completes."""
-        self._source.on_completed()
+        scheduler = self._scheduler
+        outer = scheduler.subscribing(self)  # completion timers (delay's, sample's) chain anew
+        self.moved_at = scheduler.moves + 1  # ... and each is waited for once
+        try:
+            self._source.on_completed()
+        finally:
+            scheduler.leave(outer)
 
     def stop(self, ending: bool = True) -> None:
         """Dispose of the operators, cancelling their timers; ``ending=False`` lets a later

@@ -7,13 +7,20 @@ scheduled, so it runs on the loop thread: reactivex never falls back to its thre
 timeout scheduler. ``now`` follows the loop's clock, so ``throttle_first`` and ``delay`` agree
 with the timers, and a loop with a virtual clock drives every time-based operator.
 
-What ``drain()`` waits for: a timer *holds* a message when it was scheduled while a message was
-being pushed into a pipeline (``debounce``, ``delay``, ``timeout``), or by the action of a timer
-that held one. Timers that a pipeline schedules for itself (``buffer_with_time``'s and
-``sample``'s ticks, set when it is subscribed and re-armed by their own actions) hold something
-only when a message entered that pipeline since one of its timers last fired: the pipeline is
-then *dirty*. Waiting for holding timers and for the timers of dirty pipelines delivers what
-operators hold, without waiting forever for a periodic tick that carries nothing.
+What ``drain()`` waits for. Operators are opaque, so the scheduler judges by when timers were
+set and fired:
+
+- A timer *holds* a message when it was set while a message was being pushed into a pipeline
+  (``debounce``, ``delay``, ``timeout``), or by the action of a timer that held one (``delay``
+  re-arming for its next item). Its firing may move the message on inside the pipeline.
+- The other timers of a pipeline form *chains*: a tick set when the pipeline is subscribed (or
+  completed), and the ticks each one re-arms (``buffer_with_time``, ``sample``). A chain may
+  hold something when a message entered the pipeline, or moved inside it, since the chain last
+  fired; then its next tick is waited for. A chain that fired since carries nothing more, so
+  ``drain()`` never waits forever for a periodic tick.
+
+Operators that set a new holding timer on every tick (``buffer_with_time_or_count``) keep
+``drain()`` waiting; the README says so.
 """
 
 from __future__ import annotations
@@ -33,21 +40,32 @@ from reactivex.scheduler.periodicscheduler import PeriodicScheduler
 class Owner(Protocol):
     """A pipeline, as far as its timers are concerned."""
 
-    dirty: bool
+    moved_at: int  # the scheduler's ``moves`` when a message last entered or moved inside it
+
+
+class Chain:
+    __slots__ = ("fired_at",)
+
+    def __init__(self) -> None:
+        self.fired_at = -1
 
 
 class Timer:
-    __slots__ = ("handle", "holds", "owner")
+    __slots__ = ("chain", "handle", "holds", "owner")
 
-    def __init__(self, holds: bool, owner: Owner | None) -> None:
+    def __init__(self, holds: bool, owner: Owner | None, chain: Chain | None) -> None:
         self.holds = holds
         self.owner = owner
+        self.chain = chain
         self.handle: asyncio.Handle | None = None
 
     @property
     def awaited(self) -> bool:
         """Whether ``drain()`` waits for this timer."""
-        return self.holds or (self.owner is not None and self.owner.dirty)
+        if self.holds:
+            return True
+        owner, chain = self.owner, self.chain
+        return owner is not None and chain is not None and chain.fired_at < owner.moved_at
 
 
 class BusScheduler(AsyncIOScheduler):
@@ -63,6 +81,10 @@ class BusScheduler(AsyncIOScheduler):
         self.holding_depth = 0
         # The pipeline being subscribed or pushed into, or whose timer runs.
         self.owner: Owner | None = None
+        # The chain of the non-holding timer whose action runs.
+        self._chain: Chain | None = None
+        # Counts pushes and timer firings: orders "moved" against "fired" (see the docstring).
+        self.moves = 0
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop:  # pyright: ignore[reportIncompatibleVariableOverride]
@@ -95,23 +117,27 @@ class BusScheduler(AsyncIOScheduler):
         self, seconds: float, action: typing.ScheduledAction[Any], state: Any
     ) -> abc.DisposableBase:
         loop = self._get_loop()
-        timer = Timer(self.holding_depth > 0, self.owner)
+        holds = self.holding_depth > 0
+        chain = None if holds else (self._chain or Chain())
+        timer = Timer(holds, self.owner, chain)
         inner = SingleAssignmentDisposable()
 
         def fire() -> None:
             self._settle(timer)
+            self.moves += 1
             owner = timer.owner
-            if owner is not None:
-                owner.dirty = False  # it is delivering what it held
-            outer_owner, self.owner = self.owner, owner
-            depth = self.holding_depth
-            if timer.holds:
-                self.holding_depth += 1
+            if chain is None:
+                if owner is not None:
+                    owner.moved_at = self.moves
+            else:
+                chain.fired_at = self.moves
+            outer = (self.owner, self._chain, self.holding_depth)
+            self.owner, self._chain = owner, chain
+            self.holding_depth = 0 if chain is not None else self.holding_depth + 1
             try:
                 inner.disposable = self.invoke_action(action, state=state)
             finally:
-                self.holding_depth = depth
-                self.owner = outer_owner
+                self.owner, self._chain, self.holding_depth = outer
 
         timer.handle = loop.call_soon(fire) if seconds <= 0 else loop.call_later(seconds, fire)
         self._timers.add(timer)
@@ -133,6 +159,25 @@ class BusScheduler(AsyncIOScheduler):
                 settled.set_result(None)
 
     # -- for drain() and close() ----------------------------------------------------------
+
+    def enter(self, owner: Owner) -> tuple[Owner | None, Chain | None, int]:
+        """Make ``owner`` the context of the timers set from now on: a message is being pushed
+        into it (and it moved). Returns what ``leave`` restores."""
+        outer = (self.owner, self._chain, self.holding_depth)
+        self.moves += 1
+        owner.moved_at = self.moves
+        self.owner, self._chain = owner, None
+        self.holding_depth += 1
+        return outer
+
+    def subscribing(self, owner: Owner) -> tuple[Owner | None, Chain | None, int]:
+        """Make ``owner`` the context of the timers set from now on, which start new chains."""
+        outer = (self.owner, self._chain, self.holding_depth)
+        self.owner, self._chain, self.holding_depth = owner, None, 0
+        return outer
+
+    def leave(self, outer: tuple[Owner | None, Chain | None, int]) -> None:
+        self.owner, self._chain, self.holding_depth = outer
 
     def holding(self) -> bool:
         """Whether a pending timer holds a message (see the module's docstring)."""
@@ -156,3 +201,4 @@ class BusScheduler(AsyncIOScheduler):
         self._settled = None
         self.holding_depth = 0
         self.owner = None
+        self._chain = None
