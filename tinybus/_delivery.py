@@ -133,8 +133,10 @@ class EventObserver(abc.ObserverBase[Message[Any]]):
     def on_next(self, value: Message[Any]) -> None:
         registration = self._registration
         if registration._pipeline is None and registration._mailbox is None:  # pyright: ignore[reportPrivateUsage]
-            self._delivery.deliver_event(registration, value, True)
-        else:
+            # Unregistered by a handler called before it for this very message: nothing more.
+            if registration._registered:  # pyright: ignore[reportPrivateUsage]
+                self._delivery.deliver_event(registration, value, True)
+        elif registration._registered:  # pyright: ignore[reportPrivateUsage]
             self._delivery.enter_event(registration, value)
 
     def on_error(self, error: Exception) -> None:

@@ -67,12 +67,13 @@ class PendingRequest:
         self.timer: asyncio.TimerHandle | None = None
 
 
-class ReplyTable:
+class ReplyTable(abc.ObserverBase[Reply]):
+    """Pending requests by reply address; the one observer of the reply stream."""
+
     def __init__(
         self,
         get_loop: Callable[[], asyncio.AbstractEventLoop],
         on_unclaimed_failure: Callable[[Reply], None],
-        scheduler: abc.SchedulerBase,
     ) -> None:
         self._get_loop = get_loop
         self._on_unclaimed_failure = on_unclaimed_failure
@@ -80,7 +81,7 @@ class ReplyTable:
         self._to_arm: list[PendingRequest] = []
         self._arming: asyncio.Handle | None = None
         self.stream: LoopSubject[Reply] = LoopSubject(self._on_resolver_error)
-        self.stream.subscribe(self._resolve, scheduler=scheduler)
+        self.stream.attach(self)
 
     @property
     def pending_count(self) -> int:
@@ -142,7 +143,15 @@ class ReplyTable:
     def push(self, reply: Reply) -> None:
         self.stream.on_next(reply)
 
-    def _resolve(self, reply: Reply) -> None:
+    def on_error(self, error: Exception) -> None:
+        """The reply stream never errors."""
+
+    def on_completed(self) -> None:
+        """The bus closed; pending requests were failed already."""
+
+    def on_next(self, value: Reply) -> None:
+        """Settle the future of the request ``value`` answers."""
+        reply = value
         pending = self._pending.pop(reply.reply_address, None)
         if pending is None or pending.future.done():
             # The requester timed out, was cancelled, or the bus closed: the reply is late.

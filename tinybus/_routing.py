@@ -62,7 +62,7 @@ class Router:
     def _drop_if_unused(self, address: str, pattern: bool) -> None:
         table = self.patterns if pattern else self.routes
         route = table.get(address)
-        if route is not None and route.subject.observer_count == 0:
+        if route is not None and not route.subject.subscribers:
             del table[address]
             if pattern:
                 self._index.remove(address)
@@ -75,16 +75,13 @@ class Router:
         self,
         registration: Registration,
         observer: abc.ObserverBase[Message[Any]],
-        scheduler: abc.SchedulerBase,
     ) -> None:
         route = self.ensure(registration.address)
         members = route.consumers if registration.role == "consumer" else route.listeners
         if any(member.handler == registration.handler for member in members):
             raise HandlerAlreadyRegisteredError(registration.address, registration.handler)
         members.append(registration)
-        registration._subscription = route.subject.subscribe(  # pyright: ignore[reportPrivateUsage]
-            observer, scheduler=scheduler
-        )
+        registration._subscription = route.subject.attach(observer)  # pyright: ignore[reportPrivateUsage]
 
     def remove(self, registration: Registration) -> None:
         route = self.find(registration.address)

@@ -30,13 +30,20 @@ class LoopSubject[T](Subject[T]):
         on_empty: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
-        self._snapshot: tuple[abc.ObserverBase[T], ...] = ()
+        # Read-only outside: a tuple, so that "does anyone listen?" is a truth test.
+        self.subscribers: tuple[abc.ObserverBase[T], ...] = ()
         self._on_observer_error = on_observer_error
         self._on_empty = on_empty
 
     @property
     def observer_count(self) -> int:
-        return len(self._snapshot)
+        return len(self.subscribers)
+
+    def attach(self, observer: abc.ObserverBase[T]) -> abc.DisposableBase:
+        """Subscribe one of the bus's own observers directly, without the ``AutoDetachObserver``
+        that ``subscribe`` wraps every observer in: the bus's observers never raise into the
+        subject nor complete it, so that layer would only cost a call per message."""
+        return self._subscribe_core(observer)
 
     def _subscribe_core(
         self,
@@ -46,21 +53,21 @@ class LoopSubject[T](Subject[T]):
         if self.is_stopped:
             observer.on_completed()
             return Disposable()
-        self._snapshot = (*self._snapshot, observer)
+        self.subscribers = (*self.subscribers, observer)
         return Disposable(lambda: self._remove(observer))
 
     def _remove(self, observer: abc.ObserverBase[T]) -> None:
-        snapshot = self._snapshot
+        snapshot = self.subscribers
         if observer not in snapshot:
             return
         remaining = list(snapshot)
         remaining.remove(observer)
-        self._snapshot = tuple(remaining)
+        self.subscribers = tuple(remaining)
         if not remaining and self._on_empty is not None:
             self._on_empty()
 
     def on_next(self, value: T) -> None:
-        for observer in self._snapshot:
+        for observer in self.subscribers:
             try:
                 observer.on_next(value)
             except Exception as exc:
@@ -76,7 +83,7 @@ class LoopSubject[T](Subject[T]):
         if self.is_stopped:
             return
         self.is_stopped = True
-        observers, self._snapshot = self._snapshot, ()
+        observers, self.subscribers = self.subscribers, ()
         for observer in observers:
             try:
                 notify(observer)

@@ -85,7 +85,7 @@ class EventBus:
         self._scheduler = BusScheduler(self._bound_loop)
         self._errors: LoopSubject[HandlerFailure] = LoopSubject(self._on_errors_subscriber_error)
         self._router = Router(self._on_observer_error)
-        self._replies = ReplyTable(self._bound_loop, self._on_unclaimed_failure, self._scheduler)
+        self._replies = ReplyTable(self._bound_loop, self._on_unclaimed_failure)
         self._delivery = Delivery(
             self._bound_loop, self._report, self._push_reply, self._replies.is_waiting
         )
@@ -270,7 +270,7 @@ class EventBus:
             overflow=options.overflow,
             make_mailbox=self._new_mailbox,
         )
-        self._router.add(registration, self._delivery.observer(registration), self._scheduler)
+        self._router.add(registration, self._delivery.observer(registration))
         if options.max_concurrency is not None:
             registration._mailbox = self._new_mailbox(registration)  # pyright: ignore[reportPrivateUsage]
         if options.pipe:
@@ -425,12 +425,12 @@ class EventBus:
                     "it may change headers (message.with_headers) but not where it goes"
                 )
             message = cast(Message[Any], replaced)
-        if self._tap.observer_count:
+        if self._tap.subscribers:
             self._tap.on_next(Envelope(kind, message))
         return message
 
     def _push_reply(self, reply: Reply) -> None:
-        if self._tap.observer_count:
+        if self._tap.subscribers:
             failed = reply.error is not None
             message = make_message(
                 reply.error if failed else reply.body, reply.reply_address, EMPTY_HEADERS, None
@@ -534,7 +534,7 @@ class EventBus:
             raise BusClosedError(address=address)
         message = make_message(body, address, headers, None)
         reply_address = message.reply_address = REPLY_PREFIX + message.id
-        if self._interceptors or self._tap.observer_count:
+        if self._interceptors or self._tap.subscribers:
             message = self._outbound("request", message)
         registration = self._router.pick_consumer(address)
         pending = self._replies.expect(reply_address, address, timeout, loop)
@@ -630,7 +630,7 @@ class EventBus:
         router = self._router
         route = router.routes.get(routed)
         matched = router.matching(routed) if router.patterns else ()
-        intercepted = self._interceptors or self._tap.observer_count
+        intercepted = self._interceptors or self._tap.subscribers
         if route is None and not matched and not intercepted:
             return None
         message = make_message(body, routed, message_headers, None)
@@ -742,7 +742,7 @@ class EventBus:
         routed = to_address(address)
         self._running_loop(routed)
         message = make_message(body, routed, _merge_headers(headers, options), None)
-        if self._interceptors or self._tap.observer_count:
+        if self._interceptors or self._tap.subscribers:
             message = self._outbound("send", message)
         registration = self._router.pick_consumer(routed)
         return self._delivery.collect(
