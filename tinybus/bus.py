@@ -508,28 +508,33 @@ class EventBus:
             timeout = self._default_timeout
         retries = 0 if options is None else options.retry_attempts
         while True:
+            reply_address, future = self._start_request(
+                loop, routed, body, message_headers, timeout
+            )
             try:
-                reply = await self._request_once(loop, routed, body, message_headers, timeout)
+                reply = await future
             except HandlerTimeoutError:
                 if retries == 0:
                     raise
                 retries -= 1
                 logger.debug("request to %r timed out; retrying (%d left)", routed, retries)
-            else:
-                return (
-                    reply
-                    if response_type is None
-                    else _checked_response(routed, reply, response_type)
-                )
+                continue
+            finally:
+                self._replies.forget(reply_address)
+            return (
+                reply if response_type is None else _checked_response(routed, reply, response_type)
+            )
 
-    async def _request_once(
+    def _start_request(
         self,
         loop: asyncio.AbstractEventLoop,
         address: str,
         body: Any,
         headers: Mapping[str, str],
         timeout: float,
-    ) -> Any:
+    ) -> tuple[str, asyncio.Future[Any]]:
+        """Send one attempt of a request: its reply address, and the future of its outcome.
+        The caller awaits the future, then ``forget``s the reply address whatever happened."""
         if self._closed:
             raise BusClosedError(address=address)
         message = make_message(body, address, headers, None)
@@ -538,14 +543,14 @@ class EventBus:
             message = self._outbound("request", message)
         registration = self._router.pick_consumer(address)
         pending = self._replies.expect(reply_address, address, timeout, loop)
-        future = pending.future
         try:
             self._delivery.enter_request(registration, message)
-            if not future.done():
-                self._replies.arm(pending)
-            return await future
-        finally:
+        except BaseException:
             self._replies.forget(reply_address)
+            raise
+        if not pending.future.done():
+            self._replies.arm(pending)
+        return reply_address, pending.future
 
     @overload
     async def publish[B](
