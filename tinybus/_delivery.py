@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -114,11 +115,9 @@ def checked_reply(
     return Reply(reply_address, result, None, registration)
 
 
-def _cancelled_from_outside() -> bool:
-    """Whether the current task is being cancelled, as opposed to its coroutine raising a
-    CancelledError of its own (e.g. from awaiting a future someone else cancelled)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    """A coroutine for an awaitable that is not one (a Future, an object with ``__await__``)."""
+    return await awaitable
 
 
 class EventObserver(abc.ObserverBase[Message[Any]]):
@@ -180,26 +179,82 @@ class Delivery:
 
     # -- starting handlers -------------------------------------------------------------
 
-    def _start(self, coro: Coroutine[Any, Any, None], collect: bool) -> asyncio.Task[None] | None:
-        """Start ``coro``; the task if it is still running (None when it finished at once)."""
+    def _start(
+        self,
+        awaitable: Awaitable[Any],
+        collect: bool,
+        registration: Registration,
+        message: Message[Any] | None,
+    ) -> asyncio.Task[Any] | None:
+        """Run what a handler returned in a task; the task if it is still running (None when it
+        finished at once). Its outcome goes where it belongs (``_settle``) when it ends: the
+        task runs the handler's own coroutine, with no wrapper coroutine around it."""
+        coro: Coroutine[Any, Any, Any] = (
+            cast(Coroutine[Any, Any, Any], awaitable)
+            if type(awaitable) is CoroutineType
+            else _awaited(awaitable)
+        )
         loop = self._get_loop()
         if self._depth < MAX_EAGER_DEPTH:
             self._depth += 1
             try:
                 task = asyncio.Task(coro, loop=loop, eager_start=True)
+            except BaseException as exc:  # KeyboardInterrupt or SystemExit, out of the first step
+                self._settle_failure(registration, message, exc)
+                raise
             finally:
                 self._depth -= 1
             if task.done():
+                self._settle(registration, message, task)
                 return None
         else:
             # Deliberately not loop.create_task: an eager task factory installed on the loop
             # would start it eagerly again, and the depth would have no bound.
             task = asyncio.Task(coro, loop=loop)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(partial(self._finished, registration, message))
         if collect and self._collecting is not None:
             self._collecting.waits.append(task)
         return task
+
+    def _finished(
+        self, registration: Registration, message: Message[Any] | None, task: asyncio.Task[Any]
+    ) -> None:
+        self.tasks.discard(task)
+        self._settle(registration, message, task)
+
+    def _settle(
+        self, registration: Registration, message: Message[Any] | None, task: asyncio.Task[Any]
+    ) -> None:
+        """Send a finished handler's outcome on: a request's reply (or failure) to its
+        requester, a failure of anything else to ``bus.errors``."""
+        if task.cancelled():
+            if task.cancelling():
+                # Cancelled from outside (by close(), whose requesters have their
+                # BusClosedError already): not a failure of the handler.
+                return
+            try:
+                task.result()
+            except asyncio.CancelledError as cancelled:  # the handler raised it itself
+                self._settle_failure(registration, message, cancelled)
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._settle_failure(registration, message, exc)
+        elif message is not None and message.reply_address is not None:
+            reply_address = message.reply_address
+            self._push_reply(
+                checked_reply(registration, reply_address, message.address, task.result())
+            )
+
+    def _settle_failure(
+        self, registration: Registration, message: Message[Any] | None, exc: BaseException
+    ) -> None:
+        if message is not None and message.reply_address is not None:
+            error = HandlerExecutionError(message.address, exc)
+            self._push_reply(Reply(message.reply_address, None, error, registration))
+        else:
+            self.report_failure(registration, message, exc)
 
     def collect(
         self, push: Callable[[Message[Any]], None], message: Message[Any], can_wait: bool
@@ -318,7 +373,7 @@ class Delivery:
             self.report_failure(registration, None, exc)
             return None
         if is_awaitable(result):
-            return self._start(self._finish_event(result, registration, None), collect)
+            return self._start(result, collect, registration, None)
         return None
 
     def discard(self, registration: Registration, item: Any, error: MessageDroppedError) -> None:
@@ -365,20 +420,8 @@ class Delivery:
             self.report_failure(registration, message, exc)
             return None
         if is_awaitable(result):
-            return self._start(self._finish_event(result, registration, message), collect)
+            return self._start(result, collect, registration, message)
         return None
-
-    async def _finish_event(
-        self, result: Awaitable[Any], registration: Registration, message: Message[Any] | None
-    ) -> None:
-        try:
-            await result
-        except asyncio.CancelledError as exc:
-            if not _cancelled_from_outside():
-                self.report_failure(registration, message, exc)
-            raise
-        except Exception as exc:
-            self.report_failure(registration, message, exc)
 
     def report_failure(
         self, registration: Registration, message: Message[Any] | None, exc: BaseException
@@ -404,29 +447,9 @@ class Delivery:
             )
             return None
         if is_awaitable(result):
-            return self._start(self._finish_request(result, registration, message), collect)
+            return self._start(result, collect, registration, message)
         self._push_reply(checked_reply(registration, reply_address, message.address, result))
         return None
-
-    async def _finish_request(
-        self, result: Awaitable[Any], registration: Registration, message: Message[Any]
-    ) -> None:
-        reply_address: str = message.reply_address  # type: ignore[assignment]
-        try:
-            body = await result
-        except GeneratorExit:
-            raise  # the coroutine is being closed: nobody to reply to
-        except BaseException as exc:
-            # A cancelled handler still owes its requester an outcome (unless close() is what
-            # cancelled it: the requester has its BusClosedError already). The cancellation,
-            # like KeyboardInterrupt and SystemExit, then propagates.
-            if not (isinstance(exc, asyncio.CancelledError) and _cancelled_from_outside()):
-                error = HandlerExecutionError(message.address, exc)
-                self._push_reply(Reply(reply_address, None, error, registration))
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            self._push_reply(checked_reply(registration, reply_address, message.address, body))
 
     # -- shutdown --------------------------------------------------------------------------
 
