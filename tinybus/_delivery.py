@@ -197,6 +197,9 @@ class Delivery:
         loop = self._get_loop()
         if self._depth < MAX_EAGER_DEPTH:
             self._depth += 1
+            # The handler's first step runs inside this call; what it sends is its own, not
+            # part of what the caller that reached it collects (and may withdraw).
+            collecting, self._collecting = self._collecting, None
             try:
                 task = asyncio.Task(coro, loop=loop, eager_start=True)
             except BaseException as exc:  # KeyboardInterrupt or SystemExit, out of the first step
@@ -204,6 +207,7 @@ class Delivery:
                 raise
             finally:
                 self._depth -= 1
+                self._collecting = collecting
             if task.done():
                 self._settle(registration, message, task)
                 return None
@@ -369,7 +373,7 @@ class Delivery:
                 registration, registration.address, value, "what the pipe emitted at"
             )
             result = registration.handler(argument)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:  # the handler's, not the caller's
             self.report_failure(registration, None, exc)
             return None
         if is_awaitable(result):
@@ -416,7 +420,7 @@ class Delivery:
     ) -> asyncio.Task[None] | None:
         try:
             result = registration.handler(handler_argument(registration, message))
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:  # the handler's, not the caller's
             self.report_failure(registration, message, exc)
             return None
         if is_awaitable(result):
@@ -439,7 +443,7 @@ class Delivery:
         except MessageValidationError as exc:
             self._push_reply(Reply(reply_address, None, exc, registration))
             return None
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:  # the handler's, not the caller's
             self._push_reply(
                 Reply(
                     reply_address, None, HandlerExecutionError(message.address, exc), registration

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from .errors import BufferFullError, MessageDroppedError
 
@@ -55,6 +55,7 @@ class Mailbox:
     __slots__ = (
         "_idle",
         "_on_done",
+        "_pumping",
         "blocked",
         "buffer",
         "dropped",
@@ -87,6 +88,7 @@ class Mailbox:
         self.dropped = 0
         self.paused = False
         self._idle: asyncio.Future[None] | None = None
+        self._pumping = False
         self._on_done: Callable[[asyncio.Future[None]], None] = self._finished
 
     @property
@@ -101,11 +103,15 @@ class Mailbox:
         return not self.paused and self.queued > 0
 
     def offer(self, item: Any) -> None:
-        if not self.paused and not self.buffer and not self.blocked and self._has_slot():
-            self._start(item, collect=True)
-            return
+        if not self.paused and self._has_slot():
+            if not self.buffer and not self.blocked:
+                self._start(item, collect=True)
+                return
+            self.pump()  # a slot freed without the buffer moving on: catch up first
         if len(self.buffer) < self.max_buffered:
             self.buffer.append(item)
+            if not self.paused and self._has_slot():
+                self.pump()
             return
         overflow = self.overflow
         if overflow == "block":
@@ -145,23 +151,40 @@ class Mailbox:
 
     def _start(self, item: Any, collect: bool) -> None:
         self.running += 1
-        waiter = self.outlet.dispatch(self.registration, item, collect)
-        if waiter is None:
+        try:
+            task = self.outlet.dispatch(self.registration, item, collect)
+        except BaseException:
             self.running -= 1
-        else:
-            waiter.add_done_callback(self._on_done)
-
-    def _finished(self, _: asyncio.Future[None]) -> None:
+            raise
+        if task is not None:
+            task.add_done_callback(self._on_done)
+            return
         self.running -= 1
+        # The handler finished at once; what it sent to its own address may be waiting.
+        if self.buffer and not self._pumping:
+            self.pump()
+
+    def _finished(self, task: asyncio.Future[None]) -> None:
+        self.running -= 1
+        if task.cancelled() and cast(asyncio.Task[None], task).cancelling():
+            # Cancelled from outside: the loop or the bus is shutting down. What waits stays
+            # for the next loop (or for close() to drop and report it).
+            return
         self.pump()
 
     def pump(self) -> None:
         """Start buffered items while there are free slots, and let blocked ones in."""
-        while True:
-            self._admit_blocked()
-            if self.paused or not self.buffer or not self._has_slot():
-                break
-            self._start(self.buffer.popleft(), collect=False)
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while True:
+                self._admit_blocked()
+                if self.paused or not self.buffer or not self._has_slot():
+                    break
+                self._start(self.buffer.popleft(), collect=False)
+        finally:
+            self._pumping = False
         self._notify_if_idle()
 
     def _admit_blocked(self) -> None:
@@ -179,7 +202,7 @@ class Mailbox:
     def _notify_if_idle(self) -> None:
         if self._idle is not None and not self.busy:
             idle, self._idle = self._idle, None
-            if not idle.done():
+            if not idle.done() and not idle.get_loop().is_closed():
                 idle.set_result(None)
 
     def idle(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
@@ -212,7 +235,7 @@ class Mailbox:
         for item, waiter in self.blocked:
             if waiter is not None and waiter.cancelled():
                 continue
-            if waiter is not None:
+            if waiter is not None and not waiter.done() and not waiter.get_loop().is_closed():
                 waiter.set_result(None)
             items.append(item)
         self.blocked.clear()

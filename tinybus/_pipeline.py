@@ -60,14 +60,20 @@ class Pipeline:
         end: Callable[[bool], None],
         on_error: OnPipeError,
     ) -> None:
-        self._registration = registration
+        self.registration = registration
         self._scheduler = scheduler
         self._admit = admit
         self._report = report
         self._end = end  # end(discard): the registration ends; discard what it has queued?
         self._on_error: OnPipeError = on_error
         self._source: LoopSubject[Any] = LoopSubject(self._on_operator_error)
-        self._stream: Observable[Any] = self._source.pipe(*operators)
+        stream = cast(object, self._source.pipe(*operators))
+        if not isinstance(stream, Observable):
+            raise TypeError(
+                "pipe must hold reactivex operators, each taking an Observable and returning "
+                f"one, such as ops.map(function); together they made {stream!r}"
+            )
+        self._stream: Observable[Any] = cast(Observable[Any], stream)
         self._subscription: abc.DisposableBase | None = None
         self._subscribing = False
         self._ended = False
@@ -95,6 +101,8 @@ class Pipeline:
             scheduler.leave(outer)
 
     def push(self, value: Any) -> None:
+        if self._subscription is None and not self._ended:
+            self.start()  # registered while the bus's loop was not running
         scheduler = self._scheduler
         outer = scheduler.enter(self)
         try:
@@ -116,7 +124,7 @@ class Pipeline:
         error, self._error = self._error, None
         if error is not None:
             return error
-        return MessageRejectedError(message.address, self._registration.handler)
+        return MessageRejectedError(message.address, self.registration.handler)
 
     def emit(self, value: Any) -> None:
         awaiting = self._awaiting
@@ -149,11 +157,12 @@ class Pipeline:
         partial buffer, ``debounce``'s last value), then the pipeline completes."""
         scheduler = self._scheduler
         outer = scheduler.subscribing(self)  # completion timers (delay's, sample's) chain anew
-        self.moved_at = scheduler.moves + 1  # ... and each is waited for once
         try:
             self._source.on_completed()
         finally:
             scheduler.leave(outer)
+        scheduler.moves += 1
+        self.moved_at = scheduler.moves  # ... and each chain is waited for once
 
     def stop(self, ending: bool = True) -> None:
         """Dispose of the operators, cancelling their timers; ``ending=False`` lets a later

@@ -46,8 +46,10 @@ class Owner(Protocol):
 class Chain:
     __slots__ = ("fired_at",)
 
-    def __init__(self) -> None:
-        self.fired_at = -1
+    def __init__(self, started_at: int) -> None:
+        # A new chain carries nothing that entered before it: a pipeline subscribed again
+        # after a failure starts empty (``flush`` marks a move after, so its chains count).
+        self.fired_at = started_at
 
 
 class Timer:
@@ -118,7 +120,7 @@ class BusScheduler(AsyncIOScheduler):
     ) -> abc.DisposableBase:
         loop = self._get_loop()
         holds = self.holding_depth > 0
-        chain = None if holds else (self._chain or Chain())
+        chain = None if holds else (self._chain or Chain(self.moves))
         timer = Timer(holds, self.owner, chain)
         inner = SingleAssignmentDisposable()
 

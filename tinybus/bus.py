@@ -127,10 +127,23 @@ class EventBus:
             for pipeline in self._pipelines:
                 pipeline.stop(ending=False)
         self._loop = loop
-        # Pipelines registered before there was a loop (or on the old one) start now.
+        # Pipelines registered before there was a loop (or on the old one) start now, and
+        # messages left waiting by the old loop are handled on this one.
         for pipeline in list(self._pipelines):
             if not pipeline.started:
-                pipeline.start()
+                self._start_pipeline(pipeline)
+        for mailbox in list(self._delivery.mailboxes):
+            mailbox.pump()
+
+    def _start_pipeline(self, pipeline: Pipeline) -> None:
+        try:
+            pipeline.start()
+        except Exception as exc:
+            # Operators that fail to subscribe (a pipe=[...] written wrong) end their own
+            # registration, and only theirs.
+            registration = pipeline.registration
+            self._report_pipe_failure(registration, exc)
+            self._end_registration(registration, True)
 
     @property
     def scheduler(self) -> abc.SchedulerBase:
@@ -270,9 +283,7 @@ class EventBus:
             overflow=options.overflow,
             make_mailbox=self._new_mailbox,
         )
-        self._router.add(registration, self._delivery.observer(registration))
-        if options.max_concurrency is not None:
-            registration._mailbox = self._new_mailbox(registration)  # pyright: ignore[reportPrivateUsage]
+        pipeline = None
         if options.pipe:
             pipeline = registration._pipeline = Pipeline(  # pyright: ignore[reportPrivateUsage]
                 registration,
@@ -283,9 +294,17 @@ class EventBus:
                 partial(self._end_registration, registration),
                 options.on_error,
             )
+        self._router.add(registration, self._delivery.observer(registration))
+        if options.max_concurrency is not None:
+            registration._mailbox = self._new_mailbox(registration)  # pyright: ignore[reportPrivateUsage]
+        if pipeline is not None:
             self._pipelines.add(pipeline)
             if self._on_bound_loop():
-                pipeline.start()
+                try:
+                    pipeline.start()
+                except BaseException:
+                    registration.unregister()
+                    raise
         return registration
 
     def _on_bound_loop(self) -> bool:
@@ -323,7 +342,8 @@ class EventBus:
         mailbox = registration._mailbox  # pyright: ignore[reportPrivateUsage]
         if mailbox is None:
             return
-        if discard or mailbox.queued == 0:
+        if discard or mailbox.queued == 0 or mailbox.paused:
+            # (Paused, nobody could ever resume it: what waits is dropped and reported.)
             mailbox.discard_all("unregistered")
             self._delivery.mailboxes.discard(mailbox)
         else:
@@ -384,7 +404,7 @@ class EventBus:
         """Every message crossing the bus, as ``Envelope(kind, message)``: published, sent and
         requested messages (after interceptors) and replies, for logging, tracing and
         notebooks. Costs nothing while nobody subscribes; completes when the bus closes."""
-        return self._tap
+        return _read_only(self._tap)
 
     def add_interceptor(self, interceptor: Interceptor) -> Interceptor:
         """Run ``interceptor`` on every published, sent and requested message before it is
@@ -441,7 +461,7 @@ class EventBus:
     @property
     def errors(self) -> Observable[HandlerFailure]:
         """Failures nobody awaits: listeners and other handlers that raised (``HandlerFailure``)."""
-        return self._errors
+        return _read_only(self._errors)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -809,8 +829,10 @@ class EventBus:
         scheduler = self._scheduler
         delivery = self._delivery
         while True:
+            # Buffered messages wait behind running handlers (among these tasks), which start
+            # them as they finish; those behind the caller itself (an actor draining or
+            # closing the bus from its handler) cannot start before it returns.
             waits: list[asyncio.Future[Any]] = list(delivery.others())
-            waits += [mailbox.idle(loop) for mailbox in delivery.mailboxes if mailbox.busy]
             if scheduler.holding():
                 waits.append(scheduler.settled())
             if not waits:
@@ -839,6 +861,7 @@ class EventBus:
         loop = self._loop
         if loop is None or loop.is_closed():
             self._closed = True
+            self._discard_waiting()
             self._finish_close()
             return
         if asyncio.get_running_loop() is not loop:
@@ -855,9 +878,7 @@ class EventBus:
             for pipeline in list(self._pipelines):
                 pipeline.stop()
             self._pipelines.clear()
-            for mailbox in list(self._delivery.mailboxes):
-                mailbox.discard_all("closed")
-            self._delivery.mailboxes.clear()
+            self._discard_waiting()
             await self._delivery.cancel_running()
         except BaseException:
             # Cancelled while waiting: the handlers are cancelled but not yet all awaited, so
@@ -873,7 +894,15 @@ class EventBus:
         finally:
             closing.set_result(None)
 
+    def _discard_waiting(self) -> None:
+        for mailbox in list(self._delivery.mailboxes):
+            mailbox.discard_all("closed")
+        self._delivery.mailboxes.clear()
+
     def _finish_close(self) -> None:
+        for route in [*self._router.routes.values(), *self._router.patterns.values()]:
+            for registration in [*route.consumers, *route.listeners]:
+                registration._registered = False  # pyright: ignore[reportPrivateUsage]
         self._router.complete()
         self._replies.complete()
         self._tap.on_completed()
@@ -899,6 +928,13 @@ class EventBus:
             f"{self._replies.pending_count} pending requests, "
             f"{len(self._delivery.tasks)} running handlers>"
         )
+
+
+def _read_only[T](subject: LoopSubject[T]) -> Observable[T]:
+    """``subject`` as an Observable only: subscribers cannot push into it or complete it."""
+    return reactivex.create(
+        lambda observer, scheduler: subject.subscribe(observer, scheduler=scheduler)
+    )
 
 
 def _checked_response(address: str, reply: Any, response_type: Any) -> Any:

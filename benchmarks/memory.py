@@ -1,0 +1,315 @@
+"""Scenario (8), memory: bytes per registration and per pending request (tracemalloc), and
+TinyBus's resident memory before and after a soak of messages and timed-out requests."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import resource
+import tracemalloc
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import aiopubsub
+import blinker
+import bubus
+import pyee.asyncio
+import reactivex.subject
+from contenders import (
+    AIOPUBSUB,
+    BLINKER,
+    BUBUS,
+    DIRECT,
+    HANDROLLED,
+    PYEE,
+    RX,
+    TINYBUS,
+    BubusRequest,
+)
+from handrolled import QueueBus
+
+from tinybus import EventBus, Message
+
+type Register = Callable[[list[str]], None]
+type Call = Callable[[int], Awaitable[object]]
+
+# bubus refuses a dispatch when 100 events are pending or its queue holds 50.
+BUBUS_PENDING = 40
+
+
+async def listener(body: int) -> None:
+    pass
+
+
+def sync_listener(body: int) -> None:
+    pass
+
+
+async def blinker_receiver(sender: object, body: int) -> None:
+    pass
+
+
+async def aiopubsub_callback(key: aiopubsub.Key, message: int) -> None:
+    pass
+
+
+async def registrars(stack: AsyncExitStack) -> dict[str, Register]:
+    """How each contender registers one async listener per address (Rx: a Subject per address,
+    with a plain function as observer). The bus itself is built before the measurement."""
+    table: dict[str, list[Callable[[int], Awaitable[None]]]] = {}
+    handrolled = QueueBus()
+    stack.push_async_callback(handrolled.close)
+    bus = await stack.enter_async_context(EventBus())
+    emitter = pyee.asyncio.AsyncIOEventEmitter()
+    namespace = blinker.Namespace()
+    bubus_bus = bubus.EventBus()
+    stack.push_async_callback(bubus_bus.stop, clear=True)
+    hub = aiopubsub.Hub()
+    subscriber = aiopubsub.Subscriber(hub, "registrations")
+    stack.push_async_callback(subscriber.remove_all_listeners)
+    subjects: dict[str, reactivex.subject.Subject[int]] = {}
+
+    def direct(addresses: list[str]) -> None:
+        for address in addresses:
+            table.setdefault(address, []).append(listener)
+
+    def handrolled_on(addresses: list[str]) -> None:
+        for address in addresses:
+            handrolled.on(address, listener)
+
+    def tinybus_on(addresses: list[str]) -> None:
+        for address in addresses:
+            bus.on(address, listener)
+
+    def pyee_on(addresses: list[str]) -> None:
+        for address in addresses:
+            emitter.on(address, listener)
+
+    def blinker_connect(addresses: list[str]) -> None:
+        for address in addresses:
+            namespace.signal(address).connect(blinker_receiver)
+
+    def bubus_on(addresses: list[str]) -> None:
+        for address in addresses:
+            bubus_bus.on(address, listener)
+
+    def aiopubsub_listen(addresses: list[str]) -> None:
+        for address in addresses:
+            subscriber.add_async_listener(aiopubsub.Key("bench", address), aiopubsub_callback)
+
+    def rx_subscribe(addresses: list[str]) -> None:
+        for address in addresses:
+            subject = subjects[address] = reactivex.subject.Subject()
+            subject.subscribe(on_next=sync_listener)
+
+    return {
+        DIRECT: direct,
+        HANDROLLED: handrolled_on,
+        TINYBUS: tinybus_on,
+        PYEE: pyee_on,
+        BLINKER: blinker_connect,
+        BUBUS: bubus_on,
+        AIOPUBSUB: aiopubsub_listen,
+        RX: rx_subscribe,
+    }
+
+
+async def settle_tasks() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def traced() -> int:
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]
+
+
+async def bytes_per_registration(count: int, step: Callable[[str], None]) -> dict[str, float]:
+    """Traced bytes per registration, over ``count`` registrations on distinct addresses (tasks
+    that a registration starts included)."""
+    results: dict[str, float] = {}
+    async with AsyncExitStack() as stack:
+        registers = await registrars(stack)
+        for name, register in registers.items():
+            step(f"(8) bytes per registration: {name}")
+            register([f"warmup_{name.replace(' ', '_')}"])
+            await settle_tasks()
+            addresses = [f"event_{index}" for index in range(count)]
+            before = traced()
+            register(addresses)
+            await settle_tasks()
+            results[name] = (traced() - before) / count
+    return results
+
+
+async def requesters(stack: AsyncExitStack, gate: asyncio.Event) -> dict[str, Call]:
+    """Request contenders whose handler waits until ``gate`` opens."""
+
+    async def direct_gated(n: int) -> int:
+        await gate.wait()
+        return n
+
+    async def tinybus_gated(message: Message[int]) -> int:
+        await gate.wait()
+        return message.body
+
+    async def blinker_gated(sender: object, body: int) -> int:
+        await gate.wait()
+        return body
+
+    async def bubus_gated(event: BubusRequest) -> int:
+        await gate.wait()
+        return event.body
+
+    handrolled = QueueBus()
+    stack.push_async_callback(handrolled.close)
+    handrolled.consumer("pending", direct_gated)
+    bus = await stack.enter_async_context(EventBus())
+    bus.consumer("pending", tinybus_gated)
+    signal = blinker.Namespace().signal("pending")
+    signal.connect(blinker_gated, weak=False)
+    bubus_bus = bubus.EventBus()
+    stack.push_async_callback(bubus_bus.stop, clear=True)
+    bubus_bus.on(BubusRequest, bubus_gated)
+    return {
+        DIRECT: lambda n: direct_gated(n),
+        HANDROLLED: lambda n: handrolled.request("pending", n),
+        TINYBUS: lambda n: bus.request("pending", n),
+        BLINKER: lambda n: signal.send_async(body=n),
+        BUBUS: lambda n: bubus_bus.dispatch(BubusRequest(body=n)).event_result(),
+    }
+
+
+async def bytes_per_pending_request(count: int, step: Callable[[str], None]) -> dict[str, float]:
+    """Traced bytes per request waiting for its reply, ``count`` at once (bubus: 40, its limit),
+    the requester's task included: the handler waits on a gate, opened after the count."""
+    results: dict[str, float] = {}
+    gate = asyncio.Event()
+    async with AsyncExitStack() as stack:
+        for name, call in (await requesters(stack, gate)).items():
+            step(f"(8) bytes per pending request: {name}")
+            pending = min(count, BUBUS_PENDING) if name == BUBUS else count
+            gate.set()
+            await call(1)  # warm-up: whatever is built on first use is not counted
+            gate.clear()
+            before = traced()
+            tasks = [asyncio.create_task(call(n)) for n in range(1, pending + 1)]
+            await settle_tasks()
+            results[name] = (traced() - before) / pending
+            gate.set()
+            await asyncio.gather(*tasks)
+    return results
+
+
+async def memory(
+    registrations: int, pending: int, step: Callable[[str], None]
+) -> tuple[dict[str, float], dict[str, float]]:
+    tracemalloc.start()
+    try:
+        return (
+            await bytes_per_registration(registrations, step),
+            await bytes_per_pending_request(pending, step),
+        )
+    finally:
+        tracemalloc.stop()
+
+
+# -- soak --------------------------------------------------------------------------------------
+
+
+def resident_bytes() -> int:
+    """Resident set size now (Linux), else the peak so far."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@dataclass
+class Soak:
+    messages: int
+    timeouts: int
+    resident: dict[str, int]  # stage -> bytes
+    objects: dict[str, int]  # stage -> live objects tracked by gc
+
+    @property
+    def growth(self) -> int:
+        return self.resident["after"] - self.resident["before"]
+
+    @property
+    def object_growth(self) -> int:
+        return self.objects["after"] - self.objects["before"]
+
+    @property
+    def flat(self) -> bool:
+        """Flat: within 2 MiB of resident memory and 1,000 live objects of the start."""
+        return self.growth <= 2 * 1024 * 1024 and self.object_growth <= 1000
+
+
+SLOW = 0.005  # the slow consumer replies after its requesters gave up (timeout 1 ms)
+TIMEOUT = 0.001
+BATCH = 1000
+
+
+async def echo(message: Message[int]) -> int:
+    return message.body
+
+
+async def slow(message: Message[int]) -> int:
+    await asyncio.sleep(SLOW)
+    return message.body
+
+
+async def soak(messages: int, timeouts: int, step: Callable[[str], None], steps: int) -> Soak:
+    """``messages`` messages (half requests, half publishes to an async listener, in turn) and
+    ``timeouts`` requests that time out (1 ms) while their consumer takes 5 ms, ``BATCH`` at a
+    time, through one TinyBus; resident memory and live objects measured before (after a
+    warm-up of the same work, a tenth of it), after the messages and after the timeouts."""
+    resident: dict[str, int] = {}
+    objects: dict[str, int] = {}
+
+    def sample(stage: str) -> None:
+        gc.collect()
+        resident[stage] = resident_bytes()
+        objects[stage] = len(gc.get_objects())
+
+    async with EventBus() as bus:
+        bus.consumer("soak.echo", echo)
+        bus.consumer("soak.slow", slow)
+        bus.on("soak.event", listener)
+
+        async def exchange(count: int) -> None:
+            for n in range(count // 2):
+                await bus.request("soak.echo", n)
+                await bus.publish("soak.event", n)
+
+        async def time_out(n: int) -> None:
+            try:
+                await bus.request("soak.slow", n, timeout=TIMEOUT)
+            except TimeoutError:
+                return
+            raise AssertionError("the request should have timed out")
+
+        async def time_out_batches(count: int) -> None:
+            for start in range(0, count, BATCH):
+                await asyncio.gather(*(time_out(n) for n in range(start, min(count, start + BATCH))))
+
+        step("(8) soak: warm-up")
+        await exchange(max(2, messages // 10))
+        await time_out_batches(max(1, timeouts // 10))
+        await bus.drain()
+        sample("before")
+        chunk = max(2, messages // steps)
+        for done in range(0, messages, chunk):
+            await exchange(min(chunk, messages - done))
+            step(f"(8) soak: {min(messages, done + chunk):,} messages")
+        sample("messages")
+        await time_out_batches(timeouts)
+        await bus.drain()
+        step(f"(8) soak: {timeouts:,} timed-out requests")
+        sample("after")
+    return Soak(messages, timeouts, resident, objects)
+
