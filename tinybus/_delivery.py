@@ -60,22 +60,7 @@ def checked_argument(
     """``value`` validated against the type the handler declares (if any). Raises
     ``MessageValidationError`` for a value that is not valid."""
     accepts = registration._types.accepts  # pyright: ignore[reportPrivateUsage]
-    if accepts is None:
-        return value
-    try:
-        return accepts(value)
-    except ValidationError as exc:
-        raise MessageValidationError(
-            address,
-            accepts.expected,
-            exc.errors(include_url=False),
-            validation_summary(exc),
-            what=what,
-        ) from exc
-    except Exception as exc:  # a validator of the model raised something else
-        raise MessageValidationError(
-            address, accepts.expected, [], f"{type(exc).__name__}: {exc}", what=what
-        ) from exc
+    return value if accepts is None else accepts.check(value, address, what)
 
 
 def handler_argument(registration: Registration, message: Message[Any]) -> Any:
@@ -303,15 +288,11 @@ class Delivery:
 
     def enter_event(self, registration: Registration, message: Message[Any]) -> None:
         pipeline = registration._pipeline  # pyright: ignore[reportPrivateUsage]
-        if pipeline is not None:
+        if pipeline is None:
+            self.admit(registration, message)
+        else:
             takes_messages = registration._takes_messages  # pyright: ignore[reportPrivateUsage]
             pipeline.push(message if takes_messages else message.body)
-            return
-        mailbox = registration._mailbox  # pyright: ignore[reportPrivateUsage]
-        if mailbox is not None:
-            mailbox.offer(message)
-            return
-        self.deliver_event(registration, message, True)
 
     def enter_request(self, registration: Registration, message: Message[Any]) -> None:
         pipeline = registration._pipeline  # pyright: ignore[reportPrivateUsage]

@@ -98,6 +98,10 @@ class PatternIndex[V]:
     def match(self, address: str) -> tuple[V, ...]:
         found = self._cache.get(address)
         if found is None:
+            if is_pattern(address):
+                raise ValueError(
+                    f"messages go to concrete addresses, not to the pattern {address!r}"
+                )
             matches: list[tuple[str, V]] = []
             _collect(self._root, address.split("."), 0, matches)
             order = self._order

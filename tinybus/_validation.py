@@ -19,6 +19,7 @@ from typing import Any, TypeVar, get_args, get_origin
 
 from pydantic import TypeAdapter, ValidationError
 
+from .errors import MessageValidationError
 from .message import Message
 
 _UNCHECKED: tuple[object, ...] = (Any, object, inspect.Parameter.empty)
@@ -43,6 +44,26 @@ class Validator:
         if type(value) is self._exact:
             return value
         return self._adapter.validate_python(value)
+
+    def check(self, value: Any, address: str, what: str) -> Any:
+        """``value`` validated, or ``MessageValidationError`` naming ``what`` was invalid
+        (e.g. "the body sent to") at ``address``."""
+        if type(value) is self._exact:
+            return value
+        try:
+            return self._adapter.validate_python(value)
+        except ValidationError as exc:
+            raise MessageValidationError(
+                address,
+                self.expected,
+                exc.errors(include_url=False),
+                validation_summary(exc),
+                what=what,
+            ) from exc
+        except Exception as exc:  # a validator of the model raised something else
+            raise MessageValidationError(
+                address, self.expected, [], f"{type(exc).__name__}: {exc}", what=what
+            ) from exc
 
 
 class HandlerTypes:

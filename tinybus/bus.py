@@ -10,7 +10,6 @@ from types import TracebackType
 from typing import Any, Self, Unpack, cast, overload
 
 import reactivex
-from pydantic import ValidationError
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
@@ -23,7 +22,7 @@ from ._replies import REPLY_PREFIX, Reply, ReplyTable
 from ._routing import Router
 from ._scheduler import BusScheduler
 from ._subject import LoopSubject
-from ._validation import read_handler_types, validation_summary, validator_for
+from ._validation import read_handler_types, validator_for
 from .addresses import Address, Event
 from .errors import (
     BusClosedError,
@@ -31,7 +30,6 @@ from .errors import (
     HandlerExecutionError,
     HandlerFailure,
     HandlerTimeoutError,
-    MessageValidationError,
     handler_name,
 )
 from .message import EMPTY_HEADERS, Envelope, Kind, Message, freeze_headers, make_message
@@ -622,9 +620,7 @@ class EventBus:
         message waiting for room instead of holding the caller; under ``"error"`` this raises
         ``BufferFullError``.
         """
-        collected = self._publish_now(address, body, headers, options, can_wait=False)
-        if collected is not None and collected.refusal is not None:
-            raise collected.refusal
+        _raise_refusal(self._publish_now(address, body, headers, options, can_wait=False))
 
     def publish_threadsafe(
         self,
@@ -738,9 +734,7 @@ class EventBus:
     ) -> None:
         """``send`` for synchronous code on the bus's loop, as ``publish_nowait`` is for
         ``publish``; ``HandlerNotFoundError`` at once when there is no consumer."""
-        collected = self._send_now(address, body, headers, options, can_wait=False)
-        if collected is not None and collected.refusal is not None:
-            raise collected.refusal
+        _raise_refusal(self._send_now(address, body, headers, options, can_wait=False))
 
     def send_threadsafe(
         self,
@@ -937,18 +931,14 @@ def _read_only[T](subject: LoopSubject[T]) -> Observable[T]:
     )
 
 
+def _raise_refusal(collected: Collected | None) -> None:
+    """What a caller that does not wait gets from ``overflow="error"``: the refusal, at once."""
+    if collected is not None and collected.refusal is not None:
+        raise collected.refusal
+
+
 def _checked_response(address: str, reply: Any, response_type: Any) -> Any:
-    validator = validator_for(response_type)
-    try:
-        return validator(reply)
-    except ValidationError as exc:
-        raise MessageValidationError(
-            address,
-            validator.expected,
-            exc.errors(include_url=False),
-            validation_summary(exc),
-            what="the reply from",
-        ) from exc
+    return validator_for(response_type).check(reply, address, "the reply from")
 
 
 def _check_grace(timeout: object) -> float:
