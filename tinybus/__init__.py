@@ -18,11 +18,15 @@ from .errors import (
 from .message import Envelope, Message
 from .options import DeliveryOptions, RegistrationOptions
 from .registration import Registration
+from .stats import AddressStats, BusStats, Counters, HandlerStats
 
 __all__ = [
     "Address",
+    "AddressStats",
     "BufferFullError",
     "BusClosedError",
+    "BusStats",
+    "Counters",
     "DeliveryOptions",
     "Envelope",
     "Event",
@@ -32,6 +36,7 @@ __all__ = [
     "HandlerExecutionError",
     "HandlerFailure",
     "HandlerNotFoundError",
+    "HandlerStats",
     "HandlerTimeoutError",
     "Message",
     "MessageDroppedError",

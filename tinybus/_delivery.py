@@ -38,6 +38,7 @@ from .errors import (
 )
 from .message import Message, copy_with_body
 from .registration import Registration
+from .stats import Counters
 
 if TYPE_CHECKING:
     from ._flow import Mailbox
@@ -155,6 +156,7 @@ class Delivery:
         self._push_reply = push_reply
         self._requester_waiting = requester_waiting
         self.tasks: set[asyncio.Task[None]] = set()
+        self.counts = Counters()
         self.mailboxes: set[Mailbox] = set()
         self._collecting: Collected | None = None
         self._depth = 0
@@ -349,6 +351,8 @@ class Delivery:
     def _deliver_piped(
         self, registration: Registration, value: Any, collect: bool
     ) -> asyncio.Task[None] | None:
+        registration.delivered += 1
+        self.counts.delivered += 1
         try:
             argument = checked_argument(
                 registration, registration.address, value, "what the pipe emitted at"
@@ -399,6 +403,8 @@ class Delivery:
     def deliver_event(
         self, registration: Registration, message: Message[Any], collect: bool
     ) -> asyncio.Task[None] | None:
+        registration.delivered += 1
+        self.counts.delivered += 1
         try:
             result = registration.handler(handler_argument(registration, message))
         except (Exception, asyncio.CancelledError) as exc:  # the handler's, not the caller's
@@ -411,6 +417,8 @@ class Delivery:
     def report_failure(
         self, registration: Registration, message: Message[Any] | None, exc: BaseException
     ) -> None:
+        if not isinstance(exc, MessageDroppedError):  # drops are the mailbox's to count
+            registration.failed += 1
         self._report(HandlerFailure(registration.address, registration.handler, exc, message))
 
     # -- requests --------------------------------------------------------------------------
@@ -418,6 +426,8 @@ class Delivery:
     def deliver_request(
         self, registration: Registration, message: Message[Any], collect: bool
     ) -> asyncio.Task[None] | None:
+        registration.delivered += 1
+        self.counts.delivered += 1
         reply_address: str = message.reply_address  # type: ignore[assignment]
         try:
             result = registration.handler(handler_argument(registration, message))

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from .errors import BufferFullError, MessageDroppedError
+from .stats import Counters
 
 if TYPE_CHECKING:
     from .registration import Registration
@@ -33,6 +34,8 @@ OVERFLOW_POLICIES: tuple[Overflow, ...] = ("block", "drop_oldest", "drop_newest"
 
 class Outlet(Protocol):
     """What a mailbox needs from delivery."""
+
+    counts: Counters
 
     def dispatch(
         self, registration: Registration, item: Any, collect: bool
@@ -129,6 +132,7 @@ class Mailbox:
             self._drop(item)  # no buffer (max_buffered=0): the new item is the oldest waiting
         else:
             self.dropped += 1
+            self.outlet.counts.dropped += 1
             self.outlet.refuse(self.registration, item, BufferFullError(self.registration))
 
     def _withdraw_if_cancelled(self, entry: tuple[Any, asyncio.Future[None] | None]) -> None:
@@ -147,6 +151,7 @@ class Mailbox:
 
     def _drop(self, item: Any) -> None:
         self.dropped += 1
+        self.outlet.counts.dropped += 1
         self.outlet.discard(self.registration, item, MessageDroppedError(self.registration))
 
     def _start(self, item: Any, collect: bool) -> None:
@@ -241,6 +246,7 @@ class Mailbox:
         self.blocked.clear()
         for item in items:
             self.dropped += 1
+            self.outlet.counts.dropped += 1
             self.outlet.discard(
                 self.registration, item, MessageDroppedError(self.registration, reason)
             )

@@ -25,11 +25,19 @@ from .registration import Registration
 
 
 class Route:
-    __slots__ = ("address", "consumers", "listeners", "next_consumer", "subject")
+    __slots__ = (
+        "address",
+        "consumers",
+        "listeners",
+        "next_consumer",
+        "published",
+        "subject",
+    )
 
     def __init__(self, address: str, subject: LoopSubject[Message[Any]]) -> None:
         self.address = address
         self.subject = subject
+        self.published = 0  # for bus.stats()
         self.consumers: list[Registration] = []
         self.listeners: list[Registration] = []
         self.next_consumer = 0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from functools import partial
 from types import TracebackType
 from typing import Any, Self, Unpack, cast, overload
@@ -30,6 +32,7 @@ from .errors import (
     HandlerExecutionError,
     HandlerFailure,
     HandlerTimeoutError,
+    MessageDroppedError,
     handler_name,
 )
 from .message import EMPTY_HEADERS, Envelope, Kind, Message, freeze_headers, make_message
@@ -40,6 +43,7 @@ from .options import (
     check_timeout,
 )
 from .registration import Registration, Role
+from .stats import AddressStats, BusStats, HandlerStats
 
 logger = logging.getLogger("tinybus")
 
@@ -51,6 +55,7 @@ type AnyAddress = AddressLike | TypedAddress
 type Interceptor = Callable[[Envelope], Message[Any] | None]
 
 DEFAULT_TIMEOUT = 30.0
+RECENT_FAILURES = 5
 DEFAULT_CLOSE_TIMEOUT = 5.0
 
 
@@ -88,6 +93,8 @@ class EventBus:
             self._bound_loop, self._report, self._push_reply, self._replies.is_waiting
         )
         self._pipelines: set[Pipeline] = set()
+        self._counts = self._delivery.counts
+        self._recent_failures: deque[HandlerFailure] = deque(maxlen=RECENT_FAILURES)
         self._interceptors: list[Interceptor] = []
         self._tap: LoopSubject[Envelope] = LoopSubject(self._on_tap_subscriber_error)
 
@@ -448,6 +455,15 @@ class EventBus:
         return message
 
     def _push_reply(self, reply: Reply) -> None:
+        error = reply.error
+        if error is None:
+            reply.source.replied += 1
+            self._counts.replied += 1
+        elif not isinstance(error, MessageDroppedError) and self._replies.is_waiting(
+            reply.reply_address
+        ):  # (drops are the mailbox's to count; a late failure is counted when reported)
+            reply.source.failed += 1
+            self._counts.failed += 1
         if self._tap.subscribers:
             failed = reply.error is not None
             message = make_message(
@@ -555,6 +571,7 @@ class EventBus:
         The caller awaits the future, then ``forget``s the reply address whatever happened."""
         if self._closed:
             raise BusClosedError(address=address)
+        self._counts.requested += 1
         message = make_message(body, address, headers, None)
         reply_address = message.reply_address = REPLY_PREFIX + message.id
         if self._interceptors or self._tap.subscribers:
@@ -648,6 +665,7 @@ class EventBus:
         routed = to_address(address)
         self._running_loop(routed)
         message_headers = _merge_headers(headers, options)
+        self._counts.published += 1
         router = self._router
         route = router.routes.get(routed)
         matched = router.matching(routed) if router.patterns else ()
@@ -660,7 +678,12 @@ class EventBus:
         if not matched:
             if route is None:
                 return None
+            route.published += 1
             return self._delivery.collect(route.subject.on_next, message, can_wait)
+        for pattern_route in matched:
+            pattern_route.published += 1
+        if route is not None:
+            route.published += 1
         subjects = [pattern_route.subject for pattern_route in matched]
         if route is not None:
             subjects.insert(0, route.subject)
@@ -760,6 +783,7 @@ class EventBus:
     ) -> Collected | None:
         routed = to_address(address)
         self._running_loop(routed)
+        self._counts.sent += 1
         message = make_message(body, routed, _merge_headers(headers, options), None)
         if self._interceptors or self._tap.subscribers:
             message = self._outbound("send", message)
@@ -778,6 +802,9 @@ class EventBus:
             type(failure.exception).__name__,
             exc_info=failure.exception,
         )
+        if not isinstance(failure.exception, MessageDroppedError):
+            self._counts.failed += 1
+        self._recent_failures.append(failure)
         self._errors.on_next(failure)
 
     def _on_unclaimed_failure(self, reply: Reply) -> None:
@@ -915,13 +942,58 @@ class EventBus:
     ) -> None:
         await self.close()
 
+    # -- inspection --------------------------------------------------------------------------
+
+    def stats(self) -> BusStats:
+        """Counters for the whole bus since it was built, and for each address (or pattern)
+        that has registrations now, with each handler's own counters."""
+        addresses: dict[str, AddressStats] = {}
+        router = self._router
+        for pattern, table in ((False, router.routes), (True, router.patterns)):
+            for address, route in table.items():
+                handlers = tuple(
+                    HandlerStats(
+                        handler=handler_name(registration.handler),
+                        role=registration.role,
+                        piped=registration._pipeline is not None,  # pyright: ignore[reportPrivateUsage]
+                        paused=registration.is_paused,
+                        delivered=registration.delivered,
+                        replied=registration.replied,
+                        failed=registration.failed,
+                        dropped=registration.dropped,
+                        queued=registration.queued,
+                    )
+                    for registration in [*route.consumers, *route.listeners]
+                )
+                addresses[address] = AddressStats(address, pattern, route.published, handlers)
+        return BusStats(
+            totals=replace(self._counts),
+            pending_requests=self._replies.pending_count,
+            running_handlers=len(self._delivery.tasks),
+            addresses=addresses,
+        )
+
+    @property
+    def recent_failures(self) -> list[HandlerFailure]:
+        """The last few records put on ``bus.errors``, oldest first."""
+        return list(self._recent_failures)
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
+        counts = self._counts
         return (
-            f"<EventBus {state}: {len(self._router.routes)} addresses, "
-            f"{self._replies.pending_count} pending requests, "
-            f"{len(self._delivery.tasks)} running handlers>"
+            f"<EventBus {state}: {len(self._router.routes) + len(self._router.patterns)} "
+            f"addresses, {self._replies.pending_count} pending requests, "
+            f"{len(self._delivery.tasks)} running handlers; published {counts.published}, "
+            f"sent {counts.sent}, requested {counts.requested}, delivered {counts.delivered}, "
+            f"replied {counts.replied}, failed {counts.failed}, dropped {counts.dropped}>"
         )
+
+    def _repr_html_(self) -> str:
+        from ._display import bus_html  # notebooks only: not on the import path
+
+        state = "closed" if self._closed else "open"
+        return bus_html(state, self.stats(), list(self._recent_failures))
 
 
 def _read_only[T](subject: LoopSubject[T]) -> Observable[T]:

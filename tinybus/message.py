@@ -99,6 +99,13 @@ class Message[T]:
         copy.headers = freeze_headers({**self.headers, **freeze_headers(headers)})
         return copy
 
+    def _repr_html_(self) -> str:
+        from ._display import message_html  # notebooks only: not on the import path
+
+        return message_html(
+            self.address, self.id, self.reply_address, list(self.headers.items()), self.body
+        )
+
     def __repr__(self) -> str:
         reply = f", reply_address={self.reply_address!r}" if self.reply_address else ""
         headers = f", headers={dict(self.headers)!r}" if self.headers else ""

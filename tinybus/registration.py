@@ -39,10 +39,13 @@ class Registration:
         "_types",
         "_unregister",
         "address",
+        "delivered",
+        "failed",
         "handler",
         "max_buffered",
         "max_concurrency",
         "overflow",
+        "replied",
         "role",
     )
 
@@ -67,6 +70,8 @@ class Registration:
         self.overflow: Overflow = overflow
         self._unregister = unregister
         self._registered = True
+        # Counters for bus.stats(): handler calls, successful replies, failures.
+        self.delivered = self.replied = self.failed = 0
         self._types = types
         # What enters the pipeline, and what a handler without a pipeline is handed: the
         # whole message for consumers and for listeners that annotate Message[T].

@@ -1,0 +1,68 @@
+"""``bus.stats()``: what the bus has done, as data: counters for the bus and per address."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Counters:
+    """How many messages the bus took in, and what became of them.
+
+    ``published``, ``sent`` and ``requested`` count calls (each attempt of a retried request);
+    ``delivered`` counts handler calls; ``replied`` successful replies; ``failed`` handler
+    failures (reported on ``bus.errors``, or given to a requester); ``dropped`` messages dropped
+    or refused by flow control, or discarded when their registration or the bus ended.
+    """
+
+    published: int = 0
+    sent: int = 0
+    requested: int = 0
+    delivered: int = 0
+    replied: int = 0
+    failed: int = 0
+    dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerStats:
+    """One registration: its handler's name, role, and counters."""
+
+    handler: str
+    role: str
+    piped: bool
+    paused: bool
+    delivered: int
+    replied: int
+    failed: int
+    dropped: int
+    queued: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddressStats:
+    """One address (or pattern) with registrations: what was sent to it and its handlers."""
+
+    address: str
+    pattern: bool
+    published: int  # publishes that reached this address (or matched this pattern)
+    handlers: tuple[HandlerStats, ...]
+
+    @property
+    def consumers(self) -> int:
+        return sum(1 for handler in self.handlers if handler.role == "consumer")
+
+    @property
+    def listeners(self) -> int:
+        return sum(1 for handler in self.handlers if handler.role == "listener")
+
+
+@dataclass(frozen=True, slots=True)
+class BusStats:
+    """A snapshot of the whole bus: ``totals`` since it was built, the addresses it has now."""
+
+    totals: Counters
+    pending_requests: int
+    running_handlers: int
+    addresses: Mapping[str, AddressStats] = field(default_factory=dict[str, AddressStats])
