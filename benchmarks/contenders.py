@@ -239,12 +239,15 @@ async def validation_contenders(stack: AsyncExitStack, body: Body) -> dict[str, 
     bubus_bus.on(BubusPlain, bubus_plain)
     bubus_bus.on(BubusOrder, bubus_order)
 
-    if body == "plain":
-        direct: Call = lambda n: handler(value)
-        bubus_call: Call = lambda n: bubus_bus.dispatch(BubusPlain(body=value)).event_result()
-    else:
-        direct = lambda n: handler(Order.model_validate(value))
-        bubus_call = lambda n: bubus_bus.dispatch(BubusOrder(order=value)).event_result()
+    plain = body == "plain"
+
+    def direct(n: int) -> Awaitable[int]:
+        return handler(value if plain else Order.model_validate(value))
+
+    def bubus_call(n: int) -> Awaitable[int | None]:
+        event = BubusPlain(body=value) if plain else BubusOrder(order=value)
+        return bubus_bus.dispatch(event).event_result()
+
     return {
         DIRECT: direct,
         HANDROLLED: lambda n: handrolled.request("bench.order", value),
@@ -368,8 +371,16 @@ async def bubus_publisher(
 ) -> Publisher:
     bus = bubus.EventBus()
     stack.push_async_callback(bus.stop, clear=True)
-    for listener in async_listeners(tally, listeners):
-        bus.on(BubusPublished, listener)
+
+    def make(index: int) -> Callable[[BubusPublished], Awaitable[None]]:
+        async def handler(event: BubusPublished) -> None:
+            tally.hit()
+
+        handler.__name__ = handler.__qualname__ = f"handler_{index}"
+        return handler
+
+    for index in range(listeners):
+        bus.on(BubusPublished, make(index))
     # bubus refuses more than 100 pending events (and queues 50): its documented way to
     # publish is to await the dispatched event, which waits for every handler.
     return Publisher(lambda n: bus.dispatch(BubusPublished(body=n)), True, tally)
