@@ -353,7 +353,7 @@ def chart(report: Report, path: Path) -> None:
     )
     inches = figure.get_size_inches()
     figure.subplots_adjust(  # fixed margins: tight_layout would draw the figure twice
-        left=3.3 / inches[0],
+        left=3.7 / inches[0],
         right=1 - 1.6 / inches[0],
         top=1 - 0.45 / inches[1],
         bottom=0.6 / inches[1],

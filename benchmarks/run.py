@@ -1,6 +1,6 @@
 """TinyBus against the alternatives: every figure a ratio against baselines of the same run.
 
-Run with ``uv run --group bench python benchmarks/run.py`` (about 5 minutes on two cores;
+Run with ``uv run python benchmarks/run.py`` (about 5 minutes on two cores;
 ``--quick``: about 35 s, with the memory soak scaled down). It writes
 ``benchmarks/results/results.md`` and ``results.png`` and prints the tables.
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 for peer in ("pyee", "blinker", "bubus", "aiopubsub", "matplotlib"):
-    pytest.importorskip(peer, reason="needs the bench group: uv run --group bench pytest")
+    pytest.importorskip(peer, reason="needs the bench group (a default group: uv sync)")
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 CONTENDERS = [
