@@ -8,9 +8,10 @@ import io
 import pytest
 from reactivex import operators as ops
 
-from tests.clock import run_virtual
 from tinybus import EventBus
 from tinybus.notebook import Recording, plot_marbles, record
+
+from .clock import run_virtual
 
 pytest.importorskip("matplotlib")
 
