@@ -91,10 +91,10 @@ def read_handler_types(handler: Callable[..., Any], role: str, validate: bool) -
         body_type: Any = (get_args(parameter) or (Any,))[0]
     else:
         body_type = Any if role == "consumer" else parameter
-    accepts = None if _unchecked(body_type) else Validator(body_type)
+    accepts = None if _unchecked(body_type) else validator_for(body_type)
     returns = None
     if role == "consumer" and not _unchecked(returned):
-        returns = Validator(_awaited(returned))
+        returns = validator_for(_awaited(returned))
     return HandlerTypes(accepts, returns, wants_message)
 
 
@@ -156,14 +156,18 @@ def validation_summary(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+ADAPTER_CACHE_LIMIT = 1024
 _adapters: dict[Any, Validator] = {}
 
 
 def validator_for(annotation: Any) -> Validator:
-    """A cached ``Validator`` for requesters' ``response_type``."""
+    """A ``Validator`` for ``annotation``, cached: building a pydantic ``TypeAdapter`` costs far
+    more than a registration otherwise does. The cache is bounded, for types made on the fly."""
     try:
         return _adapters[annotation]
     except KeyError:
+        if len(_adapters) >= ADAPTER_CACHE_LIMIT:
+            _adapters.clear()
         validator = _adapters[annotation] = Validator(annotation)
         return validator
     except TypeError:  # unhashable annotation
