@@ -79,6 +79,8 @@ class ReplyTable(abc.ObserverBase[Reply]):
         self._on_unclaimed_failure = on_unclaimed_failure
         self._pending: dict[str, PendingRequest] = {}
         self._to_arm: list[PendingRequest] = []
+        self._inline_address: str | None = None
+        self._inline_reply: Reply | None = None
         self._arming: asyncio.Handle | None = None
         self.stream: LoopSubject[Reply] = LoopSubject(self._on_resolver_error)
         self.stream.attach(self)
@@ -137,8 +139,25 @@ class ReplyTable(abc.ObserverBase[Reply]):
 
     def is_waiting(self, reply_address: str) -> bool:
         """Whether a requester still waits for a reply at ``reply_address``."""
+        if reply_address == self._inline_address:
+            return True
         pending = self._pending.get(reply_address)
         return pending is not None and not pending.future.done()
+
+    def watch_inline(self, reply_address: str) -> tuple[str | None, Reply | None]:
+        """Catch the reply to ``reply_address`` if it comes while the request is being sent,
+        before a future is made for it. Returns what ``unwatch_inline`` restores (handlers
+        request from inside their first step, so watches nest)."""
+        outer = (self._inline_address, self._inline_reply)
+        self._inline_address = reply_address
+        self._inline_reply = None
+        return outer
+
+    def unwatch_inline(self, outer: tuple[str | None, Reply | None]) -> Reply | None:
+        """The reply caught since ``watch_inline``, if any."""
+        caught = self._inline_reply
+        self._inline_address, self._inline_reply = outer
+        return caught
 
     def push(self, reply: Reply) -> None:
         self.stream.on_next(reply)
@@ -152,6 +171,9 @@ class ReplyTable(abc.ObserverBase[Reply]):
     def on_next(self, value: Reply) -> None:
         """Settle the future of the request ``value`` answers."""
         reply = value
+        if reply.reply_address == self._inline_address and self._inline_reply is None:
+            self._inline_reply = reply  # answered while being sent: see watch_inline
+            return
         pending = self._pending.pop(reply.reply_address, None)
         if pending is None or pending.future.done():
             # The requester timed out, was cancelled, or the bus closed: the reply is late.
@@ -194,6 +216,7 @@ class ReplyTable(abc.ObserverBase[Reply]):
         self._pending.clear()
         self._to_arm.clear()
         self._arming = None
+        self._inline_address = self._inline_reply = None
 
     def complete(self) -> None:
         self.stream.on_completed()

@@ -542,11 +542,20 @@ class EventBus:
             timeout = self._default_timeout
         retries = 0 if options is None else options.retry_attempts
         while True:
-            reply_address, future = self._start_request(
+            reply_address, started = self._start_request(
                 loop, routed, body, message_headers, timeout
             )
+            if type(started) is Reply:  # answered while being sent: no future, no timer
+                if started.error is not None:
+                    raise started.error
+                reply = started.body
+                return (
+                    reply
+                    if response_type is None
+                    else _checked_response(routed, reply, response_type)
+                )
             try:
-                reply = await future
+                reply = await cast(asyncio.Future[Any], started)
             except HandlerTimeoutError:
                 if retries == 0:
                     raise
@@ -566,9 +575,11 @@ class EventBus:
         body: Any,
         headers: Mapping[str, str],
         timeout: float,
-    ) -> tuple[str, asyncio.Future[Any]]:
-        """Send one attempt of a request: its reply address, and the future of its outcome.
-        The caller awaits the future, then ``forget``s the reply address whatever happened."""
+    ) -> tuple[str, asyncio.Future[Any] | Reply]:
+        """Send one attempt of a request: its reply address, and its ``Reply`` if the handler
+        answered while it was being sent (the common case of a handler that does not suspend),
+        else the future of its outcome, which the caller awaits, then ``forget``s the reply
+        address whatever happened."""
         if self._closed:
             raise BusClosedError(address=address)
         self._counts.requested += 1
@@ -577,14 +588,16 @@ class EventBus:
         if self._interceptors or self._tap.subscribers:
             message = self._outbound("request", message)
         registration = self._router.pick_consumer(address)
-        pending = self._replies.expect(reply_address, address, timeout, loop)
+        replies = self._replies
+        outer = replies.watch_inline(reply_address)
         try:
             self._delivery.enter_request(registration, message)
-        except BaseException:
-            self._replies.forget(reply_address)
-            raise
-        if not pending.future.done():
-            self._replies.arm(pending)
+        finally:
+            inline = replies.unwatch_inline(outer)
+        if inline is not None:
+            return reply_address, inline
+        pending = replies.expect(reply_address, address, timeout, loop)
+        replies.arm(pending)
         return reply_address, pending.future
 
     @overload
