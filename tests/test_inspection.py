@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from pydantic import BaseModel
 
-from tinybus import EventBus, HandlerExecutionError, HandlerFailure, Message
+from tinybus import EventBus, HandlerExecutionError, HandlerFailure, HandlerTimeoutError, Message
 
 
 class Order(BaseModel):
@@ -43,6 +45,7 @@ async def test_stats_count_what_the_bus_did_overall_and_per_handler(
     assert set(stats.addresses) == {"math.double", "math.*"}
     exact = stats.addresses["math.double"]
     assert (exact.pattern, exact.published, exact.consumers, exact.listeners) == (False, 1, 1, 0)
+    assert (exact.sent, exact.requested) == (1, 3)
     (consumer,) = exact.handlers
     assert consumer.handler.endswith("double")
     assert (consumer.delivered, consumer.replied, consumer.failed) == (5, 2, 1)
@@ -94,6 +97,7 @@ async def test_the_bus_plain_repr_summarises_and_the_html_shows_addresses_and_fa
     assert "replied 1" in text
     assert "failed 1" in text
 
+    assert "published / sent / requested" in bus.stats()._repr_html_()
     html = bus._repr_html_()
     assert html.count("<tr>") >= 6  # header rows, one per handler, the failure
     for shown in ("echo", "user.*", "pattern", "broken", "Last failures"):
@@ -120,3 +124,21 @@ async def test_stats_survive_registrations_that_end(bus: EventBus) -> None:
     stats = bus.stats()
     assert stats.totals.delivered == 1
     assert stats.addresses == {}
+
+
+async def test_a_late_reply_is_not_counted_as_replied(bus: EventBus) -> None:
+    """Only what reaches a requester counts: a reply after the requester timed out is dropped."""
+    release = asyncio.Event()
+
+    async def slow(message: Message[int]) -> int:
+        await release.wait()
+        return message.body
+
+    bus.consumer("slow", slow)
+    with pytest.raises(HandlerTimeoutError):
+        await bus.request("slow", 1, timeout=0.01)
+    release.set()
+    await bus.drain()
+    stats = bus.stats()
+    assert (stats.totals.replied, stats.totals.failed, stats.totals.delivered) == (0, 0, 1)
+    assert stats.addresses["slow"].handlers[0].replied == 0

@@ -22,11 +22,12 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return f"<table {_TABLE}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def bus_html(state: str, stats: BusStats, failures: Sequence[HandlerFailure]) -> str:
+def stats_html(stats: BusStats) -> str:
+    """The counters as tables: the bus's totals, then one row per handler of each address."""
     totals = stats.totals
     summary = (
-        f"<b>EventBus</b> ({state}): {len(stats.addresses)} addresses, "
-        f"{stats.pending_requests} pending requests, {stats.running_handlers} running handlers"
+        f"{len(stats.addresses)} addresses, {stats.pending_requests} pending requests, "
+        f"{stats.running_handlers} running handlers"
     )
     counters = _table(
         ["published", "sent", "requested", "delivered", "replied", "failed", "dropped"],
@@ -57,7 +58,7 @@ def bus_html(state: str, stats: BusStats, failures: Sequence[HandlerFailure]) ->
             rows.append(
                 [
                     address.address,
-                    address.published,
+                    f"{address.published} / {address.sent} / {address.requested}",
                     handler.role,
                     handler.handler,
                     flags,
@@ -71,7 +72,7 @@ def bus_html(state: str, stats: BusStats, failures: Sequence[HandlerFailure]) ->
     addresses = _table(
         [
             "address",
-            "published",
+            "published / sent / requested",
             "role",
             "handler",
             "",
@@ -83,7 +84,11 @@ def bus_html(state: str, stats: BusStats, failures: Sequence[HandlerFailure]) ->
         ],
         rows,
     )
-    parts = [f"<div>{summary}", counters, addresses]
+    return f"<div>{summary}{counters}{addresses}</div>"
+
+
+def bus_html(state: str, stats: BusStats, failures: Sequence[HandlerFailure]) -> str:
+    parts = [f"<div><b>EventBus</b> ({state})", stats_html(stats)]
     if failures:
         parts.append("<b>Last failures</b>")
         parts.append(

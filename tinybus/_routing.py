@@ -31,13 +31,15 @@ class Route:
         "listeners",
         "next_consumer",
         "published",
+        "requested",
+        "sent",
         "subject",
     )
 
     def __init__(self, address: str, subject: LoopSubject[Message[Any]]) -> None:
         self.address = address
         self.subject = subject
-        self.published = 0  # for bus.stats()
+        self.published = self.sent = self.requested = 0  # for bus.stats()
         self.consumers: list[Registration] = []
         self.listeners: list[Registration] = []
         self.next_consumer = 0
@@ -105,11 +107,15 @@ class Router:
             registration._subscription = None  # pyright: ignore[reportPrivateUsage]
             subscription.dispose()
 
-    def pick_consumer(self, address: str) -> Registration:
-        """The next consumer of ``address`` in round-robin order."""
+    def pick_consumer(self, address: str, request: bool) -> Registration:
+        """The next consumer of ``address`` in round-robin order, for a request or a send."""
         route = self.routes.get(address)
         if route is None or not route.consumers:
             raise HandlerNotFoundError(address)
+        if request:
+            route.requested += 1
+        else:
+            route.sent += 1
         consumers = route.consumers
         index = route.next_consumer
         if index >= len(consumers):

@@ -456,14 +456,15 @@ class EventBus:
 
     def _push_reply(self, reply: Reply) -> None:
         error = reply.error
-        if error is None:
-            reply.source.replied += 1
-            self._counts.replied += 1
-        elif not isinstance(error, MessageDroppedError) and self._replies.is_waiting(
-            reply.reply_address
-        ):  # (drops are the mailbox's to count; a late failure is counted when reported)
-            reply.source.failed += 1
-            self._counts.failed += 1
+        # Only what reaches a requester counts: a late reply is dropped, a late failure is
+        # counted when reported; drops are the mailbox's to count.
+        if self._replies.is_waiting(reply.reply_address):
+            if error is None:
+                reply.source.replied += 1
+                self._counts.replied += 1
+            elif not isinstance(error, MessageDroppedError):
+                reply.source.failed += 1
+                self._counts.failed += 1
         if self._tap.subscribers:
             failed = reply.error is not None
             message = make_message(
@@ -587,7 +588,7 @@ class EventBus:
         reply_address = message.reply_address = REPLY_PREFIX + message.id
         if self._interceptors or self._tap.subscribers:
             message = self._outbound("request", message)
-        registration = self._router.pick_consumer(address)
+        registration = self._router.pick_consumer(address, True)
         replies = self._replies
         outer = replies.watch_inline(reply_address)
         try:
@@ -800,7 +801,7 @@ class EventBus:
         message = make_message(body, routed, _merge_headers(headers, options), None)
         if self._interceptors or self._tap.subscribers:
             message = self._outbound("send", message)
-        registration = self._router.pick_consumer(routed)
+        registration = self._router.pick_consumer(routed, False)
         return self._delivery.collect(
             partial(self._delivery.enter_event, registration), message, can_wait
         )
@@ -978,7 +979,9 @@ class EventBus:
                     )
                     for registration in [*route.consumers, *route.listeners]
                 )
-                addresses[address] = AddressStats(address, pattern, route.published, handlers)
+                addresses[address] = AddressStats(
+                    address, pattern, route.published, route.sent, route.requested, handlers
+                )
         return BusStats(
             totals=replace(self._counts),
             pending_requests=self._replies.pending_count,

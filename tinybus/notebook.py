@@ -10,8 +10,10 @@ the core package never imports it.
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from ._address import AddressLike
@@ -79,10 +81,11 @@ def plot_marbles(
 ) -> Figure:
     """One timeline per recording, top to bottom, on a shared time axis that starts when the
     earliest of them did; each value a marble labelled with it. Returns the matplotlib
-    ``Figure`` (a notebook shows it; ``figure.savefig(...)`` writes it)."""
+    ``Figure``, which a notebook shows as a picture, whatever its matplotlib backend;
+    ``figure.savefig(...)`` writes it to a file."""
     if not recordings:
         raise ValueError("plot_marbles needs at least one recording")
-    from matplotlib.figure import Figure  # the tinybus[notebook] extra
+    marble_figure = _displayable_figure()
 
     origin = min(recording.started_at for recording in recordings)
     end = max(
@@ -90,7 +93,7 @@ def plot_marbles(
     )
     span = max(end - origin, 1e-3)
     height = 1.0 + row_height * len(recordings)
-    figure = Figure(figsize=(width, height))
+    figure = marble_figure(figsize=(width, height))
     axes = figure.subplots(len(recordings), 1, sharex=True, squeeze=False)[:, 0]
     for row, recording in zip(axes, recordings, strict=True):
         times = [at - origin for at, _ in recording.arrivals]
@@ -118,6 +121,21 @@ def plot_marbles(
         left=0.25, right=0.97, hspace=0.35, bottom=0.55 / height, top=1 - 0.4 / height
     )
     return figure
+
+
+@cache
+def _displayable_figure() -> type[Figure]:
+    """A matplotlib ``Figure`` that shows itself in a notebook: a bare ``Figure`` (not made by
+    pyplot) shows only as text unless the notebook ran ``%matplotlib inline``."""
+    from matplotlib.figure import Figure  # the tinybus[notebook] extra
+
+    class MarbleFigure(Figure):
+        def _repr_png_(self) -> bytes:
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", dpi=100)  # pyright: ignore[reportUnknownMemberType]
+            return buffer.getvalue()
+
+    return MarbleFigure
 
 
 def _label(value: Any) -> str:

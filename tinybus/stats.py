@@ -47,6 +47,8 @@ class AddressStats:
     address: str
     pattern: bool
     published: int  # publishes that reached this address (or matched this pattern)
+    sent: int
+    requested: int  # attempts, for retried requests
     handlers: tuple[HandlerStats, ...]
 
     @property
@@ -66,3 +68,8 @@ class BusStats:
     pending_requests: int
     running_handlers: int
     addresses: Mapping[str, AddressStats] = field(default_factory=dict[str, AddressStats])
+
+    def _repr_html_(self) -> str:
+        from ._display import stats_html  # notebooks only: not on the import path
+
+        return stats_html(self)
