@@ -68,9 +68,10 @@ def handler_argument(registration: Registration, message: Message[Any]) -> Any:
     """What the handler is called with: the body or the message, validated if it declares a
     type. Raises ``MessageValidationError`` for a body that is not valid."""
     types = registration._types  # pyright: ignore[reportPrivateUsage]
-    if types.accepts is None:
+    accepts = types.accepts
+    if accepts is None:
         return message if types.wants_message else message.body
-    body = checked_argument(registration, message.address, message.body)
+    body = accepts.check(message.body, message.address, "the body sent to")
     if not types.wants_message:
         return body
     return message if body is message.body else copy_with_body(message, body)
