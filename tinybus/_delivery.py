@@ -151,13 +151,14 @@ class Delivery:
         report: Callable[[HandlerFailure], None],
         push_reply: Callable[[Reply], None],
         requester_waiting: Callable[[str], bool],
+        counts: Counters,
     ) -> None:
         self._get_loop = get_loop
         self._report = report
         self._push_reply = push_reply
         self._requester_waiting = requester_waiting
         self.tasks: set[asyncio.Task[None]] = set()
-        self.counts = Counters()
+        self.counts = counts
         self.mailboxes: set[Mailbox] = set()
         self._collecting: Collected | None = None
         self._depth = 0

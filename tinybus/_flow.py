@@ -36,6 +36,7 @@ class Outlet(Protocol):
     """What a mailbox needs from delivery."""
 
     counts: Counters
+    mailboxes: set[Mailbox]
 
     def dispatch(
         self, registration: Registration, item: Any, collect: bool
@@ -56,7 +57,6 @@ class Outlet(Protocol):
 
 class Mailbox:
     __slots__ = (
-        "_idle",
         "_on_done",
         "_pumping",
         "blocked",
@@ -90,20 +90,12 @@ class Mailbox:
         self.running = 0
         self.dropped = 0
         self.paused = False
-        self._idle: asyncio.Future[None] | None = None
         self._pumping = False
         self._on_done: Callable[[asyncio.Future[None]], None] = self._finished
 
     @property
     def queued(self) -> int:
         return len(self.buffer) + len(self.blocked)
-
-    @property
-    def busy(self) -> bool:
-        """Whether items wait that will be started without anyone resuming the mailbox.
-
-        Running handlers are not counted: delivery tracks their tasks."""
-        return not self.paused and self.queued > 0
 
     def offer(self, item: Any) -> None:
         if not self.paused and self._has_slot():
@@ -144,7 +136,7 @@ class Mailbox:
             if blocked is entry:
                 del self.blocked[index]
                 break
-        self._notify_if_idle()
+        self._retire_if_done()
 
     def _has_slot(self) -> bool:
         return self.limit is None or self.running < self.limit
@@ -190,7 +182,7 @@ class Mailbox:
                 self._start(self.buffer.popleft(), collect=False)
         finally:
             self._pumping = False
-        self._notify_if_idle()
+        self._retire_if_done()
 
     def _admit_blocked(self) -> None:
         while self.blocked and (
@@ -204,26 +196,14 @@ class Mailbox:
                 waiter.set_result(None)
             self.buffer.append(item)
 
-    def _notify_if_idle(self) -> None:
-        if self._idle is not None and not self.busy:
-            idle, self._idle = self._idle, None
-            if not idle.done() and not idle.get_loop().is_closed():
-                idle.set_result(None)
-
-    def idle(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
-        """A future that completes when this mailbox has nothing running or startable."""
-        if self._idle is None:
-            self._idle = loop.create_future()
-            if not self.busy:
-                self._idle.set_result(None)
-                idle, self._idle = self._idle, None
-                return idle
-        return self._idle
+    def _retire_if_done(self) -> None:
+        """An ended registration's mailbox leaves delivery once nothing waits in it."""
+        if not self.registration.is_registered and not self.queued:
+            self.outlet.mailboxes.discard(self)
 
     def reset(self) -> None:
         """Forget the handlings and waiting senders of a loop that is gone; keep the items."""
         self.running = 0
-        self._idle = None
         self.blocked = deque((item, None) for item, _ in self.blocked)
 
     def pause(self) -> None:
@@ -250,4 +230,4 @@ class Mailbox:
             self.outlet.discard(
                 self.registration, item, MessageDroppedError(self.registration, reason)
             )
-        self._notify_if_idle()
+        self._retire_if_done()

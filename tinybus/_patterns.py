@@ -30,6 +30,12 @@ def is_pattern(address: str) -> bool:
     return wild
 
 
+def ensure_concrete(address: str) -> None:
+    """Refuse a pattern where a message is sent: messages go to concrete addresses."""
+    if is_pattern(address):
+        raise ValueError(f"messages go to concrete addresses, not to the pattern {address!r}")
+
+
 class _Node[V]:
     __slots__ = ("children", "trailing", "value")
 
@@ -98,10 +104,7 @@ class PatternIndex[V]:
     def match(self, address: str) -> tuple[V, ...]:
         found = self._cache.get(address)
         if found is None:
-            if is_pattern(address):
-                raise ValueError(
-                    f"messages go to concrete addresses, not to the pattern {address!r}"
-                )
+            ensure_concrete(address)
             matches: list[tuple[str, V]] = []
             _collect(self._root, address.split("."), 0, matches)
             order = self._order

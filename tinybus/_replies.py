@@ -22,8 +22,9 @@ from typing import Any
 from reactivex import abc
 
 from ._subject import LoopSubject
-from .errors import BusClosedError, HandlerTimeoutError
+from .errors import BusClosedError, HandlerTimeoutError, MessageDroppedError
 from .registration import Registration
+from .stats import Counters
 
 logger = logging.getLogger("tinybus")
 
@@ -74,7 +75,9 @@ class ReplyTable(abc.ObserverBase[Reply]):
         self,
         get_loop: Callable[[], asyncio.AbstractEventLoop],
         on_unclaimed_failure: Callable[[Reply], None],
+        counts: Counters,
     ) -> None:
+        self._counts = counts
         self._get_loop = get_loop
         self._on_unclaimed_failure = on_unclaimed_failure
         self._pending: dict[str, PendingRequest] = {}
@@ -173,21 +176,33 @@ class ReplyTable(abc.ObserverBase[Reply]):
         reply = value
         if reply.reply_address == self._inline_address and self._inline_reply is None:
             self._inline_reply = reply  # answered while being sent: see watch_inline
+            self._count(reply)
             return
         pending = self._pending.pop(reply.reply_address, None)
         if pending is None or pending.future.done():
             # The requester timed out, was cancelled, or the bus closed: the reply is late.
             if reply.error is not None:
-                self._on_unclaimed_failure(reply)
+                self._on_unclaimed_failure(reply)  # (reported, and counted, as a failure)
             else:
                 logger.debug("dropped a late reply to %s", reply.reply_address)
             return
+        self._count(reply)
         if pending.timer is not None:
             pending.timer.cancel()
         if reply.error is None:
             pending.future.set_result(reply.body)
         else:
             pending.future.set_exception(reply.error)
+
+    def _count(self, reply: Reply) -> None:
+        """Count an outcome that reached its requester (drops are the mailbox's to count)."""
+        error = reply.error
+        if error is None:
+            reply.source.replied += 1
+            self._counts.replied += 1
+        elif not isinstance(error, MessageDroppedError):
+            reply.source.failed += 1
+            self._counts.failed += 1
 
     def _on_resolver_error(self, exc: Exception, observer: object, value: object) -> None:
         logger.error("resolving a reply failed", exc_info=exc)

@@ -89,10 +89,6 @@ class BusScheduler(AsyncIOScheduler):
         self.moves = 0
 
     @property
-    def _loop(self) -> asyncio.AbstractEventLoop:  # pyright: ignore[reportIncompatibleVariableOverride]
-        return self._get_loop()
-
-    @property
     def now(self) -> datetime:
         loop = self._get_loop()
         clock = self._clock

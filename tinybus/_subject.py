@@ -35,10 +35,6 @@ class LoopSubject[T](Subject[T]):
         self._on_observer_error = on_observer_error
         self._on_empty = on_empty
 
-    @property
-    def observer_count(self) -> int:
-        return len(self.subscribers)
-
     def attach(self, observer: abc.ObserverBase[T]) -> abc.DisposableBase:
         """Subscribe one of the bus's own observers directly, without the ``AutoDetachObserver``
         that ``subscribe`` wraps every observer in: the bus's observers never raise into the

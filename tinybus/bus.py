@@ -18,7 +18,7 @@ from reactivex.disposable import Disposable
 from ._address import AddressLike, TypedAddress, to_address
 from ._delivery import Collected, Delivery
 from ._flow import Mailbox
-from ._patterns import is_pattern
+from ._patterns import ensure_concrete, is_pattern
 from ._pipeline import Pipeline
 from ._replies import REPLY_PREFIX, Reply, ReplyTable
 from ._routing import Router
@@ -43,7 +43,7 @@ from .options import (
     check_timeout,
 )
 from .registration import Registration, Role
-from .stats import AddressStats, BusStats, HandlerStats
+from .stats import AddressStats, BusStats, Counters, HandlerStats
 
 logger = logging.getLogger("tinybus")
 
@@ -88,9 +88,10 @@ class EventBus:
         self._scheduler = BusScheduler(self._bound_loop)
         self._errors: LoopSubject[HandlerFailure] = LoopSubject(self._on_errors_subscriber_error)
         self._router = Router(self._on_observer_error)
-        self._replies = ReplyTable(self._bound_loop, self._on_unclaimed_failure)
+        counts = Counters()
+        self._replies = ReplyTable(self._bound_loop, self._on_unclaimed_failure, counts)
         self._delivery = Delivery(
-            self._bound_loop, self._report, self._push_reply, self._replies.is_waiting
+            self._bound_loop, self._report, self._push_reply, self._replies.is_waiting, counts
         )
         self._pipelines: set[Pipeline] = set()
         self._counts = self._delivery.counts
@@ -136,19 +137,9 @@ class EventBus:
         # messages left waiting by the old loop are handled on this one.
         for pipeline in list(self._pipelines):
             if not pipeline.started:
-                self._start_pipeline(pipeline)
+                pipeline.start()
         for mailbox in list(self._delivery.mailboxes):
             mailbox.pump()
-
-    def _start_pipeline(self, pipeline: Pipeline) -> None:
-        try:
-            pipeline.start()
-        except Exception as exc:
-            # Operators that fail to subscribe (a pipe=[...] written wrong) end their own
-            # registration, and only theirs.
-            registration = pipeline.registration
-            self._report_pipe_failure(registration, exc)
-            self._end_registration(registration, True)
 
     @property
     def scheduler(self) -> abc.SchedulerBase:
@@ -305,11 +296,9 @@ class EventBus:
         if pipeline is not None:
             self._pipelines.add(pipeline)
             if self._on_bound_loop():
-                try:
-                    pipeline.start()
-                except BaseException:
-                    registration.unregister()
-                    raise
+                # Operators that fail to subscribe end this registration (reported on
+                # bus.errors): reactivex turns their exception into on_error.
+                pipeline.start()
         return registration
 
     def _on_bound_loop(self) -> bool:
@@ -347,14 +336,10 @@ class EventBus:
         mailbox = registration._mailbox  # pyright: ignore[reportPrivateUsage]
         if mailbox is None:
             return
-        if discard or mailbox.queued == 0 or mailbox.paused:
+        if discard or mailbox.paused:
             # (Paused, nobody could ever resume it: what waits is dropped and reported.)
             mailbox.discard_all("unregistered")
-            self._delivery.mailboxes.discard(mailbox)
-        else:
-            mailbox.idle(self._bound_loop()).add_done_callback(
-                lambda _: self._delivery.mailboxes.discard(mailbox)
-            )
+        mailbox.pump()  # a pipeline that completed: what waits is still handled, then it retires
 
     def _report_pipe_failure(self, registration: Registration, exc: BaseException) -> None:
         self._delivery.report_failure(registration, None, exc)
@@ -455,16 +440,6 @@ class EventBus:
         return message
 
     def _push_reply(self, reply: Reply) -> None:
-        error = reply.error
-        # Only what reaches a requester counts: a late reply is dropped, a late failure is
-        # counted when reported; drops are the mailbox's to count.
-        if self._replies.is_waiting(reply.reply_address):
-            if error is None:
-                reply.source.replied += 1
-                self._counts.replied += 1
-            elif not isinstance(error, MessageDroppedError):
-                reply.source.failed += 1
-                self._counts.failed += 1
         if self._tap.subscribers:
             failed = reply.error is not None
             message = make_message(
@@ -583,12 +558,12 @@ class EventBus:
         address whatever happened."""
         if self._closed:
             raise BusClosedError(address=address)
-        self._counts.requested += 1
         message = make_message(body, address, headers, None)
         reply_address = message.reply_address = REPLY_PREFIX + message.id
         if self._interceptors or self._tap.subscribers:
             message = self._outbound("request", message)
         registration = self._router.pick_consumer(address, True)
+        self._counts.requested += 1
         replies = self._replies
         outer = replies.watch_inline(reply_address)
         try:
@@ -684,8 +659,10 @@ class EventBus:
         route = router.routes.get(routed)
         matched = router.matching(routed) if router.patterns else ()
         intercepted = self._interceptors or self._tap.subscribers
-        if route is None and not matched and not intercepted:
-            return None
+        if route is None and not matched:
+            ensure_concrete(routed)  # (a pattern that matches patterns raised in matching())
+            if not intercepted:
+                return None
         message = make_message(body, routed, message_headers, None)
         if intercepted:
             message = self._outbound("publish", message)
@@ -797,11 +774,11 @@ class EventBus:
     ) -> Collected | None:
         routed = to_address(address)
         self._running_loop(routed)
-        self._counts.sent += 1
         message = make_message(body, routed, _merge_headers(headers, options), None)
         if self._interceptors or self._tap.subscribers:
             message = self._outbound("send", message)
         registration = self._router.pick_consumer(routed, False)
+        self._counts.sent += 1
         return self._delivery.collect(
             partial(self._delivery.enter_event, registration), message, can_wait
         )

@@ -60,7 +60,7 @@ class Registration:
         max_concurrency: int | None = None,
         max_buffered: int = 1000,
         overflow: Overflow = "block",
-        make_mailbox: Callable[[Registration], Mailbox] | None = None,
+        make_mailbox: Callable[[Registration], Mailbox],
     ) -> None:
         self.address = address
         self.handler = handler
@@ -104,8 +104,6 @@ class Registration:
             return
         mailbox = self._mailbox
         if mailbox is None:
-            if self._make_mailbox is None:
-                raise RuntimeError("this registration cannot be paused")
             mailbox = self._mailbox = self._make_mailbox(self)
         mailbox.pause()
 
