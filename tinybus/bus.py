@@ -63,8 +63,8 @@ class EventBus:
     """An in-process event bus: request-response, publish-subscribe and point-to-point send.
 
     The bus can be built anywhere, with or without a running event loop; it binds to the loop
-    that first uses it (a ``request``, ``publish``, ``send`` or ``close``) and serves that loop
-    only. Use it as ``async with EventBus() as bus:`` or call ``await bus.close()``.
+    that first uses it (``async with``, a ``request``, ``publish``, ``send`` or ``drain``) and
+    serves that loop only. Use it as ``async with EventBus() as bus:`` or call ``await bus.close()``.
 
     ``default_timeout`` is how long a request waits for its reply unless told otherwise;
     ``close_timeout`` is how long ``close()`` lets running handlers finish before cancelling

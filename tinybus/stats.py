@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 class Counters:
     """How many messages the bus took in, and what became of them.
 
-    ``published``, ``sent`` and ``requested`` count calls (each attempt of a retried request);
-    ``delivered`` counts handler calls; ``replied`` successful replies; ``failed`` handler
-    failures (reported on ``bus.errors``, or given to a requester); ``dropped`` messages dropped
-    or refused by flow control, or discarded when their registration or the bus ended.
+    ``published`` counts publishes; ``sent`` and ``requested`` the sends and requests that
+    found a consumer (each attempt of a retried request); ``delivered`` messages handed to a
+    handler (one whose body then fails validation included); ``replied`` replies that reached
+    their requester; ``failed`` failures: a handler's, given to its requester or reported on
+    ``bus.errors``, and those of pipelines and ``observe`` subscribers; ``dropped`` messages
+    dropped or refused by flow control, or discarded when their registration or the bus ended.
     """
 
     published: int = 0
