@@ -6,6 +6,7 @@ from .errors import (
     BufferFullError,
     BusClosedError,
     EventBusError,
+    FailureKind,
     HandlerAlreadyRegisteredError,
     HandlerExecutionError,
     HandlerFailure,
@@ -14,6 +15,7 @@ from .errors import (
     MessageDroppedError,
     MessageRejectedError,
     MessageValidationError,
+    ReplyFailedError,
 )
 from .message import Envelope, Message
 from .options import DeliveryOptions, RegistrationOptions
@@ -32,6 +34,7 @@ __all__ = [
     "Event",
     "EventBus",
     "EventBusError",
+    "FailureKind",
     "HandlerAlreadyRegisteredError",
     "HandlerExecutionError",
     "HandlerFailure",
@@ -44,6 +47,7 @@ __all__ = [
     "MessageValidationError",
     "Registration",
     "RegistrationOptions",
+    "ReplyFailedError",
 ]
 
 __version__ = "0.3.0"

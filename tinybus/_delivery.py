@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from functools import partial
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, cast
@@ -34,6 +34,7 @@ from .errors import (
     HandlerFailure,
     MessageDroppedError,
     MessageValidationError,
+    ReplyFailedError,
     handler_name,
 )
 from .message import Message, copy_with_body
@@ -132,6 +133,64 @@ class EventObserver(abc.ObserverBase[Message[Any]]):
         """The bus closed; the registration ends with it."""
 
 
+class Exchange:
+    """One request's answer, given once: by ``message.reply``/``fail`` or by the handler's
+    outcome, whichever comes first. Later ones are ignored (a failure raised after an answer is
+    still the handler's failure, reported on ``bus.errors``)."""
+
+    __slots__ = ("_delivery", "_message", "_registration", "answered")
+
+    def __init__(
+        self, delivery: Delivery, registration: Registration, message: Message[Any]
+    ) -> None:
+        self._delivery = delivery
+        self._registration = registration
+        self._message = message
+        self.answered = False
+
+    def _first(self, what: str) -> bool:
+        if self.answered:
+            logger.debug("ignored %s for %r: already answered", what, self._message.address)
+            return False
+        self.answered = True
+        return True
+
+    def reply(self, body: object, headers: Mapping[str, str] | None) -> None:
+        if self._first("a reply"):
+            self._push_value(body, headers)
+
+    def fail(self, code: int, text: str) -> None:
+        if self._first("a failure"):
+            address = self._message.address
+            self._push_error(ReplyFailedError(address, code, text))
+
+    def settle_value(self, value: Any) -> None:
+        """The handler returned ``value``."""
+        if self._first("the return value"):
+            self._push_value(value, None)
+
+    def settle_error(self, exc: BaseException, wrap: bool = True) -> None:
+        """The handler raised ``exc`` (or its body was invalid: ``wrap=False``)."""
+        if not self.answered:
+            self.answered = True
+            message = self._message
+            self._push_error(HandlerExecutionError(message.address, exc) if wrap else exc)
+        else:  # its requester has an answer; the failure is nobody's but the bus's to report
+            self._delivery.report_failure(self._registration, self._message, exc)
+
+    def _push_value(self, value: object, headers: Mapping[str, str] | None) -> None:
+        message = self._message
+        reply_address: str = message.reply_address  # type: ignore[assignment]
+        reply = checked_reply(self._registration, reply_address, message.address, value)
+        if headers:
+            reply.headers = headers
+        self._delivery.push_reply(reply)
+
+    def _push_error(self, error: BaseException) -> None:
+        reply_address: str = self._message.reply_address  # type: ignore[assignment]
+        self._delivery.push_reply(Reply(reply_address, None, error, self._registration))
+
+
 class Collected:
     """What one publish or send set off that its caller awaits: handlers that were started at
     once, and room in buffers under ``overflow="block"``; and the first refusal to raise."""
@@ -155,7 +214,7 @@ class Delivery:
     ) -> None:
         self._get_loop = get_loop
         self._report = report
-        self._push_reply = push_reply
+        self.push_reply = push_reply
         self._requester_waiting = requester_waiting
         self.tasks: set[asyncio.Task[None]] = set()
         self.counts = counts
@@ -235,17 +294,13 @@ class Delivery:
         if exc is not None:
             self._settle_failure(registration, message, exc)
         elif message is not None and message.reply_address is not None:
-            reply_address = message.reply_address
-            self._push_reply(
-                checked_reply(registration, reply_address, message.address, task.result())
-            )
+            cast(Exchange, message._responder).settle_value(task.result())  # pyright: ignore[reportPrivateUsage]
 
     def _settle_failure(
         self, registration: Registration, message: Message[Any] | None, exc: BaseException
     ) -> None:
         if message is not None and message.reply_address is not None:
-            error = HandlerExecutionError(message.address, exc)
-            self._push_reply(Reply(message.reply_address, None, error, registration))
+            cast(Exchange, message._responder).settle_error(exc)  # pyright: ignore[reportPrivateUsage]
         else:
             self.report_failure(registration, message, exc)
 
@@ -398,7 +453,7 @@ class Delivery:
         self, registration: Registration, message: Message[Any], error: BaseException
     ) -> None:
         reply_address: str = message.reply_address  # type: ignore[assignment]
-        self._push_reply(Reply(reply_address, None, error, registration))
+        self.push_reply(Reply(reply_address, None, error, registration))
 
     # -- published and sent messages -----------------------------------------------------
 
@@ -430,22 +485,19 @@ class Delivery:
     ) -> asyncio.Task[None] | None:
         registration.delivered += 1
         self.counts.delivered += 1
-        reply_address: str = message.reply_address  # type: ignore[assignment]
+        exchange = Exchange(self, registration, message)
+        message._responder = exchange  # pyright: ignore[reportPrivateUsage]
         try:
             result = registration.handler(handler_argument(registration, message))
         except MessageValidationError as exc:
-            self._push_reply(Reply(reply_address, None, exc, registration))
+            exchange.settle_error(exc, wrap=False)
             return None
         except (Exception, asyncio.CancelledError) as exc:  # the handler's, not the caller's
-            self._push_reply(
-                Reply(
-                    reply_address, None, HandlerExecutionError(message.address, exc), registration
-                )
-            )
+            exchange.settle_error(exc)
             return None
         if is_awaitable(result):
             return self._start(result, collect, registration, message)
-        self._push_reply(checked_reply(registration, reply_address, message.address, result))
+        exchange.settle_value(result)
         return None
 
     # -- shutdown --------------------------------------------------------------------------

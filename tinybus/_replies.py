@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from reactivex import abc
 
 from ._subject import LoopSubject
 from .errors import BusClosedError, HandlerTimeoutError, MessageDroppedError
+from .message import EMPTY_HEADERS
 from .registration import Registration
 from .stats import Counters
 
@@ -34,7 +35,7 @@ REPLY_PREFIX = "__tinybus.reply."
 class Reply:
     """A handler's outcome on its way back: a body, or the error the requester gets."""
 
-    __slots__ = ("body", "error", "reply_address", "source")
+    __slots__ = ("body", "error", "headers", "reply_address", "source")
 
     def __init__(
         self,
@@ -42,11 +43,13 @@ class Reply:
         body: Any,
         error: BaseException | None,
         source: Registration,
+        headers: Mapping[str, str] = EMPTY_HEADERS,
     ) -> None:
         self.reply_address = reply_address
         self.body = body
         self.error = error
         self.source = source
+        self.headers = headers
 
 
 class PendingRequest:
@@ -190,7 +193,7 @@ class ReplyTable(abc.ObserverBase[Reply]):
         if pending.timer is not None:
             pending.timer.cancel()
         if reply.error is None:
-            pending.future.set_result(reply.body)
+            pending.future.set_result(reply)
         else:
             pending.future.set_exception(reply.error)
 

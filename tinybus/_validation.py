@@ -15,6 +15,7 @@ import inspect
 import types
 import typing
 from collections.abc import Awaitable, Callable, Coroutine
+from types import NoneType
 from typing import Any, TypeVar, get_args, get_origin
 
 from pydantic import TypeAdapter, ValidationError
@@ -93,8 +94,10 @@ def read_handler_types(handler: Callable[..., Any], role: str, validate: bool) -
         body_type = Any if role == "consumer" else parameter
     accepts = None if _unchecked(body_type) else validator_for(body_type)
     returns = None
-    if role == "consumer" and not _unchecked(returned):
-        returns = validator_for(_awaited(returned))
+    reply_type = _awaited(returned)
+    # ``-> None`` declares no reply type: such a consumer answers with message.reply(...).
+    if role == "consumer" and not _unchecked(reply_type) and reply_type not in (None, NoneType):
+        returns = validator_for(reply_type)
     return HandlerTypes(accepts, returns, wants_message)
 
 

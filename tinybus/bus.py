@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from functools import partial
 from types import TracebackType
-from typing import Any, Self, Unpack, cast, overload
+from typing import Any, Literal, Self, Unpack, cast, overload
 
 import reactivex
 from reactivex import Observable, abc
@@ -64,7 +64,8 @@ class EventBus:
 
     The bus can be built anywhere, with or without a running event loop; it binds to the loop
     that first uses it (``async with``, a ``request``, ``publish``, ``send`` or ``drain``) and
-    serves that loop only. Use it as ``async with EventBus() as bus:`` or call ``await bus.close()``.
+    serves that loop only. Use it as ``async with EventBus() as bus:`` or call
+    ``await bus.close()``.
 
     ``default_timeout`` is how long a request waits for its reply unless told otherwise;
     ``close_timeout`` is how long ``close()`` lets running handlers finish before cancelling
@@ -464,6 +465,7 @@ class EventBus:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
         options: DeliveryOptions | None = None,
+        full: Literal[False] = False,
     ) -> Rep: ...
     @overload
     async def request[R](
@@ -475,6 +477,7 @@ class EventBus:
         timeout: float | None = None,
         options: DeliveryOptions | None = None,
         response_type: type[R],
+        full: Literal[False] = False,
     ) -> R: ...
     @overload
     async def request(
@@ -486,7 +489,9 @@ class EventBus:
         timeout: float | None = None,
         options: DeliveryOptions | None = None,
         response_type: Any = None,
+        full: Literal[False] = False,
     ) -> Any: ...
+    @overload
     async def request(
         self,
         address: AnyAddress,
@@ -496,6 +501,18 @@ class EventBus:
         timeout: float | None = None,
         options: DeliveryOptions | None = None,
         response_type: Any = None,
+        full: Literal[True],
+    ) -> Message[Any]: ...
+    async def request(
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        options: DeliveryOptions | None = None,
+        response_type: Any = None,
+        full: bool = False,
     ) -> Any:
         """Deliver ``body`` to one consumer of ``address`` (round-robin) and return its reply.
 
@@ -506,6 +523,9 @@ class EventBus:
 
         ``response_type`` validates and converts the reply on the requester's side
         (``MessageValidationError`` when it does not fit), whatever the handler declares.
+        ``full=True`` returns the reply ``Message`` (its body, headers and reply address)
+        instead of the body alone. Every failure carries ``.kind`` and ``.code``; a consumer's
+        ``message.fail(code, text)`` raises ``ReplyFailedError`` here.
         """
         routed = to_address(address)
         loop = self._running_loop(routed)
@@ -524,25 +544,24 @@ class EventBus:
             if type(started) is Reply:  # answered while being sent: no future, no timer
                 if started.error is not None:
                     raise started.error
-                reply = started.body
-                return (
-                    reply
-                    if response_type is None
-                    else _checked_response(routed, reply, response_type)
-                )
-            try:
-                reply = await cast(asyncio.Future[Any], started)
-            except HandlerTimeoutError:
-                if retries == 0:
-                    raise
-                retries -= 1
-                logger.debug("request to %r timed out; retrying (%d left)", routed, retries)
-                continue
-            finally:
-                self._replies.forget(reply_address)
-            return (
-                reply if response_type is None else _checked_response(routed, reply, response_type)
-            )
+                reply = started
+            else:
+                try:
+                    reply = await cast(asyncio.Future[Reply], started)
+                except HandlerTimeoutError:
+                    if retries == 0:
+                        raise
+                    retries -= 1
+                    logger.debug("request to %r timed out; retrying (%d left)", routed, retries)
+                    continue
+                finally:
+                    self._replies.forget(reply_address)
+            answer = reply.body
+            if response_type is not None:
+                answer = _checked_response(routed, answer, response_type)
+            if full:
+                return Message(answer, address=reply.reply_address, headers=reply.headers)
+            return answer
 
     def _start_request(
         self,

@@ -3,23 +3,39 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .message import Message
 
 
+class FailureKind(StrEnum):
+    """Why a request failed, as Vert.x's ``ReplyFailure`` says it."""
+
+    NO_HANDLERS = "NO_HANDLERS"  # no consumer at the address
+    TIMEOUT = "TIMEOUT"  # no reply in time
+    RECIPIENT_FAILURE = "RECIPIENT_FAILURE"  # the consumer failed, or failed the request
+    ERROR = "ERROR"  # anything else: the bus closed, the message was dropped or invalid
+
+
 class EventBusError(Exception):
     """Base of every error raised by TinyBus.
 
-    ``address`` names the address involved, when there is one.
+    ``address`` names the address involved, when there is one. ``kind`` and ``code`` carry
+    what Vert.x's ``ReplyException`` carries: a ``FailureKind``, and a code that is -1 unless
+    a consumer gave one to ``message.fail(code, text)``.
     """
 
     address: str | None = None
+    kind: FailureKind = FailureKind.ERROR
+    code: int = -1
 
 
 class HandlerNotFoundError(EventBusError):
     """``request`` or ``send`` found no consumer registered at the address."""
+
+    kind = FailureKind.NO_HANDLERS
 
     def __init__(self, address: str) -> None:
         super().__init__(f"no consumer is registered at address {address!r}")
@@ -40,6 +56,8 @@ class HandlerExecutionError(EventBusError):
 
     ``original_error`` (also ``__cause__``) is the handler's exception.
     """
+
+    kind = FailureKind.RECIPIENT_FAILURE
 
     def __init__(
         self, address: str, original_error: BaseException, description: str | None = None
@@ -81,6 +99,8 @@ class MessageValidationError(EventBusError):
 
 class HandlerTimeoutError(EventBusError, TimeoutError):
     """No reply arrived within the request's timeout."""
+
+    kind = FailureKind.TIMEOUT
 
     def __init__(self, address: str, timeout: float) -> None:
         super().__init__(
@@ -132,6 +152,18 @@ class BufferFullError(MessageDroppedError):
         )
         self.address = registration.address
         self.reason = "overflow"
+
+
+class ReplyFailedError(EventBusError):
+    """The consumer failed the request on purpose, with ``message.fail(code, text)``."""
+
+    kind = FailureKind.RECIPIENT_FAILURE
+
+    def __init__(self, address: str, code: int, text: str) -> None:
+        super().__init__(f"the consumer at {address!r} failed the request ({code}): {text}")
+        self.address = address
+        self.code = code
+        self.text = text
 
 
 class MessageRejectedError(EventBusError):

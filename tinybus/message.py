@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 from ._address import to_address
 
@@ -49,6 +49,14 @@ def freeze_headers(headers: object) -> Mapping[str, str]:
     return MappingProxyType(copied)
 
 
+class Responder(Protocol):
+    """What answers a request: one outcome per request, the first one given."""
+
+    def reply(self, body: object, headers: Mapping[str, str] | None) -> None: ...
+
+    def fail(self, code: int, text: str) -> None: ...
+
+
 class Message[T]:
     """One message on the bus: a body and its envelope.
 
@@ -58,7 +66,7 @@ class Message[T]:
     handed to every listener of a publish.
     """
 
-    __slots__ = ("address", "body", "headers", "id", "reply_address")
+    __slots__ = ("_responder", "address", "body", "headers", "id", "reply_address")
 
     body: T
     id: str
@@ -80,6 +88,7 @@ class Message[T]:
         self.address = "" if address is None else to_address(address)
         self.headers = freeze_headers(headers)
         self.reply_address = reply_address
+        self._responder: Responder | None = None
 
     @classmethod
     def create[B](
@@ -91,6 +100,25 @@ class Message[T]:
     ) -> Message[B]:
         """Build a message by hand, e.g. to call a consumer directly in a test."""
         return Message(body, address=address, headers=headers)
+
+    def reply(self, body: object, *, headers: Mapping[str, str] | None = None) -> None:
+        """Answer the request now, e.g. before the handler finishes the rest of its work.
+
+        The requester gets the first outcome only: a later ``reply``, ``fail`` or the
+        handler's return value is ignored (logged at debug level). On a published or sent
+        message, which nobody awaits, it does nothing, as in Vert.x.
+        """
+        if self._responder is not None:
+            self._responder.reply(body, None if headers is None else freeze_headers(headers))
+
+    def fail(self, code: int, text: str) -> None:
+        """Fail the request: the requester gets ``ReplyFailedError`` with ``code`` and ``text``
+        (kind ``RECIPIENT_FAILURE``). First outcome only, and nothing on a published or sent
+        message, as for ``reply``."""
+        if type(code) is not int:
+            raise TypeError(f"a failure code is an int, got {code!r}")
+        if self._responder is not None:
+            self._responder.fail(code, str(text))
 
     def with_headers(self, headers: Mapping[str, str]) -> Message[T]:
         """A copy of this message (same id, body and addresses) with ``headers`` added over its
@@ -122,6 +150,7 @@ def copy_with_body[B](message: Message[Any], body: B) -> Message[B]:
     copy.address = message.address
     copy.headers = message.headers
     copy.reply_address = message.reply_address
+    copy._responder = message._responder  # pyright: ignore[reportPrivateUsage]
     return copy
 
 
@@ -138,6 +167,7 @@ def make_message[B](
     message.address = address
     message.headers = headers
     message.reply_address = reply_address
+    message._responder = None  # pyright: ignore[reportPrivateUsage]
     return message
 
 
