@@ -19,6 +19,7 @@ from .errors import (
 )
 from .message import Envelope, Message
 from .options import DeliveryOptions, RegistrationOptions
+from .producers import Publisher, Sender
 from .registration import Registration
 from .stats import AddressStats, BusStats, Counters, HandlerStats
 
@@ -45,9 +46,11 @@ __all__ = [
     "MessageDroppedError",
     "MessageRejectedError",
     "MessageValidationError",
+    "Publisher",
     "Registration",
     "RegistrationOptions",
     "ReplyFailedError",
+    "Sender",
 ]
 
 __version__ = "0.3.0"

@@ -42,6 +42,7 @@ from .options import (
     check_registration_options,
     check_timeout,
 )
+from .producers import Publisher, Sender
 from .registration import Registration, Role
 from .stats import AddressStats, BusStats, Counters, HandlerStats
 
@@ -335,12 +336,12 @@ class EventBus:
             pipeline.stop()
             self._pipelines.discard(pipeline)
         mailbox = registration._mailbox  # pyright: ignore[reportPrivateUsage]
-        if mailbox is None:
-            return
-        if discard or mailbox.paused:
-            # (Paused, nobody could ever resume it: what waits is dropped and reported.)
-            mailbox.discard_all("unregistered")
-        mailbox.pump()  # a pipeline that completed: what waits is still handled, then it retires
+        if mailbox is not None:
+            if discard or mailbox.paused:
+                # (Paused, nobody could ever resume it: what waits is dropped and reported.)
+                mailbox.discard_all("unregistered")
+            mailbox.pump()  # a pipeline that completed: what waits is still handled first
+        registration._ended()  # pyright: ignore[reportPrivateUsage]
 
     def _report_pipe_failure(self, registration: Registration, exc: BaseException) -> None:
         self._delivery.report_failure(registration, None, exc)
@@ -933,7 +934,7 @@ class EventBus:
     def _finish_close(self) -> None:
         for route in [*self._router.routes.values(), *self._router.patterns.values()]:
             for registration in [*route.consumers, *route.listeners]:
-                registration._registered = False  # pyright: ignore[reportPrivateUsage]
+                registration._ended()  # pyright: ignore[reportPrivateUsage]
         self._router.complete()
         self._replies.complete()
         self._tap.on_completed()
@@ -951,6 +952,30 @@ class EventBus:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+    # -- producers ---------------------------------------------------------------------------
+
+    def sender(
+        self,
+        address: AnyAddress,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> Sender:
+        """A producer that sends and requests to ``address`` with these default options
+        (``headers`` over ``options.headers``, ``timeout`` over ``options.timeout``)."""
+        return Sender(self, to_address(address), _producer_options(headers, timeout, options))
+
+    def publisher(
+        self,
+        address: AnyAddress,
+        *,
+        headers: Mapping[str, str] | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> Publisher:
+        """A producer that publishes to ``address`` with these default options."""
+        return Publisher(self, to_address(address), _producer_options(headers, None, options))
 
     # -- inspection --------------------------------------------------------------------------
 
@@ -1013,6 +1038,17 @@ def _read_only[T](subject: LoopSubject[T]) -> Observable[T]:
     return reactivex.create(
         lambda observer, scheduler: subject.subscribe(observer, scheduler=scheduler)
     )
+
+
+def _producer_options(
+    headers: Mapping[str, str] | None, timeout: float | None, options: DeliveryOptions | None
+) -> DeliveryOptions:
+    base = options or DeliveryOptions()
+    if headers is not None:
+        base = replace(base, headers=freeze_headers({**(base.headers or {}), **headers}))
+    if timeout is not None:
+        base = replace(base, timeout=check_timeout(timeout))
+    return base
 
 
 def _raise_refusal(collected: Collected | None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -15,6 +17,15 @@ if TYPE_CHECKING:
     from ._pipeline import Pipeline
 
 type Role = Literal["consumer", "listener"]
+
+logger = logging.getLogger("tinybus")
+
+
+def _call_ended(callback: Callable[[Registration], object], registration: Registration) -> None:
+    try:
+        callback(registration)
+    except Exception:
+        logger.exception("an on_unregistered callback of %r raised", registration)
 
 
 class Registration:
@@ -30,6 +41,7 @@ class Registration:
     """
 
     __slots__ = (
+        "_ended_callbacks",
         "_mailbox",
         "_make_mailbox",
         "_pipeline",
@@ -80,6 +92,7 @@ class Registration:
         self._pipeline: Pipeline | None = None
         self._make_mailbox = make_mailbox
         self._mailbox: Mailbox | None = None
+        self._ended_callbacks: list[Callable[[Registration], object]] = []
 
     @property
     def is_registered(self) -> bool:
@@ -116,6 +129,30 @@ class Registration:
         if self._registered:
             self._registered = False
             self._unregister(self)
+
+    def on_unregistered(self, callback: Callable[[Registration], object]) -> None:
+        """Call ``callback(registration)`` once, when this registration ends: unregistered,
+        its pipeline completed or failed for good, or the bus closed. Called at once if it
+        has ended already."""
+        if self._registered:
+            self._ended_callbacks.append(callback)
+        else:
+            _call_ended(callback, self)
+
+    async def wait_unregistered(self) -> None:
+        """Return once this registration has ended (see ``on_unregistered``)."""
+        if not self._registered:
+            return
+        ended = asyncio.get_running_loop().create_future()
+        self._ended_callbacks.append(lambda _: None if ended.done() else ended.set_result(None))
+        await ended
+
+    def _ended(self) -> None:
+        """The bus took this registration off its address: tell those who asked."""
+        self._registered = False
+        callbacks, self._ended_callbacks = self._ended_callbacks, []
+        for callback in callbacks:
+            _call_ended(callback, self)
 
     def __repr__(self) -> str:
         state = "registered" if self._registered else "unregistered"

@@ -1,0 +1,111 @@
+"""Producers, as Vert.x has them: an address and default delivery options, bound once.
+
+``bus.sender(address, ...)`` and ``bus.publisher(address, ...)`` return these. Options given
+to a call win over the producer's: headers are merged (the call's over the producer's), and a
+call's timeout or ``options`` fields replace the producer's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from .message import Message, freeze_headers
+from .options import DeliveryOptions
+
+if TYPE_CHECKING:
+    from .bus import EventBus
+
+
+class _Producer:
+    __slots__ = ("_bus", "address", "options")
+
+    def __init__(self, bus: EventBus, address: str, options: DeliveryOptions) -> None:
+        self._bus = bus
+        self.address = address
+        self.options = options
+
+    def _options(self, call: DeliveryOptions | None) -> DeliveryOptions:
+        if call is None:
+            return self.options
+        headers = self.options.headers
+        if call.headers is not None:
+            headers = freeze_headers({**(headers or {}), **call.headers})
+        return replace(
+            self.options,
+            headers=headers,
+            timeout=self.options.timeout if call.timeout is None else call.timeout,
+            retry_attempts=call.retry_attempts or self.options.retry_attempts,
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} to {self.address!r} with {self.options!r}>"
+
+
+class Sender(_Producer):
+    """Sends and requests to one address with default options."""
+
+    __slots__ = ()
+
+    async def send(
+        self,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None:
+        await self._bus.send(self.address, body, headers=headers, options=self._options(options))
+
+    async def request(
+        self,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        options: DeliveryOptions | None = None,
+        response_type: Any = None,
+    ) -> Any:
+        return await self._bus.request(
+            self.address,
+            body,
+            headers=headers,
+            timeout=timeout,
+            options=self._options(options),
+            response_type=response_type,
+        )
+
+    async def request_message(
+        self,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        options: DeliveryOptions | None = None,
+        response_type: Any = None,
+    ) -> Message[Any]:
+        """``request`` returning the reply ``Message`` (``bus.request(..., full=True)``)."""
+        return await self._bus.request(
+            self.address,
+            body,
+            headers=headers,
+            timeout=timeout,
+            options=self._options(options),
+            response_type=response_type,
+            full=True,
+        )
+
+
+class Publisher(_Producer):
+    """Publishes to one address with default options."""
+
+    __slots__ = ()
+
+    async def publish(
+        self,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None:
+        await self._bus.publish(self.address, body, headers=headers, options=self._options(options))
