@@ -10,6 +10,7 @@ import pytest
 from tinybus import (
     BusClosedError,
     EventBus,
+    EventBusError,
     FailureKind,
     HandlerExecutionError,
     HandlerFailure,
@@ -165,3 +166,89 @@ async def test_every_failure_says_its_kind_and_code(bus: EventBus) -> None:
     with pytest.raises(BusClosedError) as closed:
         await bus.request("broken", 1)
     assert closed.value.kind is FailureKind.ERROR
+
+
+async def test_a_conversation_goes_back_and_forth_until_someone_just_replies(
+    bus: EventBus,
+) -> None:
+    """reply_and_request on both sides, chained, ended by a plain reply."""
+    transcript: list[str] = []
+
+    async def greeter(message: Message[str]) -> None:
+        transcript.append(f"consumer got {message.body}")
+        name = await message.reply_and_request("who are you?")
+        transcript.append(f"consumer got {name.body}")
+        name.reply(f"hello, {name.body}", headers={"mood": "glad"})
+
+    bus.consumer("greeter", greeter)
+    question = await bus.request("greeter", "hi", full=True)
+    assert question.body == "who are you?"
+    assert question.reply_address is not None
+    answer = await question.reply_and_request("ada", timeout=5)
+    assert (answer.body, dict(answer.headers)) == ("hello, ada", {"mood": "glad"})
+    assert answer.reply_address is None  # a plain reply: the conversation is over
+    assert transcript == ["consumer got hi", "consumer got ada"]
+    await bus.drain()
+    assert bus.stats().pending_requests == 0
+
+
+async def test_every_leg_of_a_conversation_has_its_timeout(bus: EventBus) -> None:
+    outcome: list[BaseException] = []
+    done = Gate()
+
+    async def asks_back(message: Message[str]) -> None:
+        try:
+            await message.reply_and_request("and you?", timeout=0.01)
+        except HandlerTimeoutError as error:
+            outcome.append(error)
+            done.arrive()
+
+    bus.consumer("asks", asks_back)
+    question = await bus.request("asks", "hi", full=True)
+    assert question.body == "and you?"
+    await done.wait()  # the requester never answered
+    assert isinstance(outcome[0], HandlerTimeoutError)
+    question.reply("too late")  # dropped quietly: nobody waits
+    await bus.drain()
+    assert bus.stats().pending_requests == 0
+
+
+async def test_a_requester_can_fail_a_reply_that_awaits_an_answer(bus: EventBus) -> None:
+    got: list[BaseException] = []
+    done = Gate()
+
+    async def asks_back(message: Message[str]) -> None:
+        try:
+            await message.reply_and_request("password?")
+        except ReplyFailedError as error:
+            got.append(error)
+            done.arrive()
+
+    bus.consumer("asks", asks_back)
+    question = await bus.request("asks", "hi", full=True)
+    question.fail(403, "not telling")
+    await done.wait()
+    assert isinstance(got[0], ReplyFailedError)
+    assert (got[0].code, got[0].text) == (403, "not telling")
+
+
+async def test_reply_and_request_needs_a_message_that_awaits_an_answer(bus: EventBus) -> None:
+    errors: list[BaseException] = []
+
+    async def listener(message: Message[str]) -> None:
+        try:
+            await message.reply_and_request("?")
+        except EventBusError as error:
+            errors.append(error)
+
+    bus.on("evt", listener)
+    await bus.publish("evt", "x")
+    assert "awaits no answer" in str(errors[0])
+    reply = await _plain_reply(bus)
+    with pytest.raises(EventBusError, match="awaits no answer"):
+        await reply.reply_and_request("?")
+
+
+async def _plain_reply(bus: EventBus) -> Message[object]:
+    bus.consumer("plain", lambda message: "just an answer")
+    return await bus.request("plain", 1, full=True)

@@ -37,7 +37,7 @@ from .errors import (
     ReplyFailedError,
     handler_name,
 )
-from .message import Message, copy_with_body
+from .message import EMPTY_HEADERS, Message, copy_with_body
 from .registration import Registration
 from .stats import Counters
 
@@ -164,6 +164,16 @@ class Exchange:
             address = self._message.address
             self._push_error(ReplyFailedError(address, code, text))
 
+    async def reply_and_request(
+        self, body: object, headers: Mapping[str, str] | None, timeout: float | None
+    ) -> Message[Any]:
+        if not self._first("a reply"):
+            raise EventBusError(f"the request to {self._message.address!r} was answered already")
+        reply_address: str = self._message.reply_address  # type: ignore[assignment]
+        return await self._delivery.converse(
+            reply_address, body, headers, timeout, self._registration
+        )
+
     def settle_value(self, value: Any) -> None:
         """The handler returned ``value``."""
         if self._first("the return value"):
@@ -189,6 +199,49 @@ class Exchange:
     def _push_error(self, error: BaseException) -> None:
         reply_address: str = self._message.reply_address  # type: ignore[assignment]
         self._delivery.push_reply(Reply(reply_address, None, error, self._registration))
+
+
+type Converse = Callable[
+    [str, Any, Mapping[str, str] | None, float | None, Registration | None],
+    Awaitable[Message[Any]],
+]
+
+
+class Leg:
+    """How a requester answers a reply that awaits an answer (a conversation): once."""
+
+    __slots__ = ("_converse", "_push_reply", "_reply_address", "answered")
+
+    def __init__(
+        self, converse: Converse, push_reply: Callable[[Reply], None], reply_address: str
+    ) -> None:
+        self._converse = converse
+        self._push_reply = push_reply
+        self._reply_address = reply_address
+        self.answered = False
+
+    def _first(self) -> bool:
+        if self.answered:
+            logger.debug("ignored a second answer to %s", self._reply_address)
+            return False
+        self.answered = True
+        return True
+
+    def reply(self, body: object, headers: Mapping[str, str] | None) -> None:
+        if self._first():
+            self._push_reply(Reply(self._reply_address, body, None, None, headers or EMPTY_HEADERS))
+
+    def fail(self, code: int, text: str) -> None:
+        if self._first():
+            error = ReplyFailedError(self._reply_address, code, text)
+            self._push_reply(Reply(self._reply_address, None, error, None))
+
+    async def reply_and_request(
+        self, body: object, headers: Mapping[str, str] | None, timeout: float | None
+    ) -> Message[Any]:
+        if not self._first():
+            raise EventBusError(f"the reply at {self._reply_address!r} was answered already")
+        return await self._converse(self._reply_address, body, headers, timeout, None)
 
 
 class Collected:
@@ -218,6 +271,7 @@ class Delivery:
         self._requester_waiting = requester_waiting
         self.tasks: set[asyncio.Task[None]] = set()
         self.counts = counts
+        self.converse: Converse  # set by the bus: answering with reply_and_request
         self.mailboxes: set[Mailbox] = set()
         self._collecting: Collected | None = None
         self._depth = 0

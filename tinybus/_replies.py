@@ -35,21 +35,23 @@ REPLY_PREFIX = "__tinybus.reply."
 class Reply:
     """A handler's outcome on its way back: a body, or the error the requester gets."""
 
-    __slots__ = ("body", "error", "headers", "reply_address", "source")
+    __slots__ = ("body", "error", "headers", "next_address", "reply_address", "source")
 
     def __init__(
         self,
         reply_address: str,
         body: Any,
         error: BaseException | None,
-        source: Registration,
+        source: Registration | None,
         headers: Mapping[str, str] = EMPTY_HEADERS,
+        next_address: str | None = None,
     ) -> None:
         self.reply_address = reply_address
         self.body = body
         self.error = error
-        self.source = source
+        self.source = source  # the consumer, or None for a requester answering a reply
         self.headers = headers
+        self.next_address = next_address  # where an answer to this reply goes, if awaited
 
 
 class PendingRequest:
@@ -200,12 +202,15 @@ class ReplyTable(abc.ObserverBase[Reply]):
     def _count(self, reply: Reply) -> None:
         """Count an outcome that reached its requester (drops are the mailbox's to count)."""
         error = reply.error
+        source = reply.source
         if error is None:
-            reply.source.replied += 1
             self._counts.replied += 1
+            if source is not None:
+                source.replied += 1
         elif not isinstance(error, MessageDroppedError):
-            reply.source.failed += 1
             self._counts.failed += 1
+            if source is not None:
+                source.failed += 1
 
     def _on_resolver_error(self, exc: Exception, observer: object, value: object) -> None:
         logger.error("resolving a reply failed", exc_info=exc)

@@ -16,7 +16,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from ._address import AddressLike, TypedAddress, to_address
-from ._delivery import Collected, Delivery
+from ._delivery import Collected, Delivery, Leg
 from ._flow import Mailbox
 from ._patterns import ensure_concrete, is_pattern
 from ._pipeline import Pipeline
@@ -35,7 +35,15 @@ from .errors import (
     MessageDroppedError,
     handler_name,
 )
-from .message import EMPTY_HEADERS, Envelope, Kind, Message, freeze_headers, make_message
+from .message import (
+    EMPTY_HEADERS,
+    Envelope,
+    Kind,
+    Message,
+    freeze_headers,
+    make_message,
+    new_message_id,
+)
 from .options import (
     DeliveryOptions,
     RegistrationOptions,
@@ -95,6 +103,7 @@ class EventBus:
         self._delivery = Delivery(
             self._bound_loop, self._report, self._push_reply, self._replies.is_waiting, counts
         )
+        self._delivery.converse = self._converse
         self._pipelines: set[Pipeline] = set()
         self._counts = self._delivery.counts
         self._recent_failures: deque[HandlerFailure] = deque(maxlen=RECENT_FAILURES)
@@ -561,8 +570,40 @@ class EventBus:
             if response_type is not None:
                 answer = _checked_response(routed, answer, response_type)
             if full:
-                return Message(answer, address=reply.reply_address, headers=reply.headers)
+                return self._reply_message(reply, answer)
             return answer
+
+    def _reply_message(self, reply: Reply, body: Any) -> Message[Any]:
+        """A reply as a ``Message``; one that awaits an answer can be answered (``reply``,
+        ``fail``, ``reply_and_request``)."""
+        message = Message(body, address=reply.reply_address, headers=reply.headers)
+        if reply.next_address is not None:
+            message.reply_address = reply.next_address
+            message._responder = Leg(self._converse, self._push_reply, reply.next_address)  # pyright: ignore[reportPrivateUsage]
+        return message
+
+    async def _converse(
+        self,
+        reply_address: str,
+        body: Any,
+        headers: Mapping[str, str] | None,
+        timeout: float | None,
+        source: Registration | None,
+    ) -> Message[Any]:
+        """Answer at ``reply_address`` and wait for the answer to that answer."""
+        loop = self._running_loop(reply_address)
+        timeout = self._default_timeout if timeout is None else check_timeout(timeout)
+        next_address = REPLY_PREFIX + new_message_id()
+        pending = self._replies.expect(next_address, reply_address, timeout, loop)
+        self._replies.arm(pending)
+        try:
+            self._push_reply(
+                Reply(reply_address, body, None, source, headers or EMPTY_HEADERS, next_address)
+            )
+            reply = await pending.future
+        finally:
+            self._replies.forget(next_address)
+        return self._reply_message(reply, reply.body)
 
     def _start_request(
         self,
@@ -822,7 +863,10 @@ class EventBus:
         error = reply.error
         assert error is not None
         cause = error.original_error if isinstance(error, HandlerExecutionError) else error
-        self._delivery.report_failure(reply.source, None, cause)
+        if reply.source is None:  # a requester failed a conversation nobody awaits any more
+            logger.debug("dropped a late failure to %s: %r", reply.reply_address, cause)
+        else:
+            self._delivery.report_failure(reply.source, None, cause)
 
     def _on_observer_error(
         self, exc: Exception, observer: abc.ObserverBase[Any], value: Any

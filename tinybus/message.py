@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any, Literal, Protocol, cast
 
 from ._address import to_address
+from .errors import EventBusError
 
 EMPTY_HEADERS: Mapping[str, str] = MappingProxyType({})
 
@@ -55,6 +56,10 @@ class Responder(Protocol):
     def reply(self, body: object, headers: Mapping[str, str] | None) -> None: ...
 
     def fail(self, code: int, text: str) -> None: ...
+
+    async def reply_and_request(
+        self, body: object, headers: Mapping[str, str] | None, timeout: float | None
+    ) -> Message[Any]: ...
 
 
 class Message[T]:
@@ -119,6 +124,27 @@ class Message[T]:
             raise TypeError(f"a failure code is an int, got {code!r}")
         if self._responder is not None:
             self._responder.fail(code, str(text))
+
+    async def reply_and_request(
+        self,
+        body: object,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Message[Any]:
+        """Answer the request and wait for the requester's answer to that answer, which is
+        returned as a ``Message`` that can be answered in turn: a conversation. The requester
+        sees the reply with ``request(..., full=True)`` and answers it with ``reply``, ``fail``
+        or ``reply_and_request``. ``timeout`` (default: the bus's) applies to this leg;
+        ``HandlerTimeoutError`` when no answer comes, ``ReplyFailedError`` when it fails.
+        Only a message that awaits an answer can be answered this way."""
+        if self._responder is None:
+            raise EventBusError(
+                f"the message to {self.address!r} awaits no answer: it was published or sent"
+            )
+        return await self._responder.reply_and_request(
+            body, None if headers is None else freeze_headers(headers), timeout
+        )
 
     def with_headers(self, headers: Mapping[str, str]) -> Message[T]:
         """A copy of this message (same id, body and addresses) with ``headers`` added over its
