@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from reactivex import operators as ops
@@ -90,6 +91,7 @@ async def test_a_registration_tells_when_it_ends_however_it_ends() -> None:
 async def test_a_raising_on_unregistered_callback_is_logged(
     bus: EventBus, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.ERROR, logger="tinybus")
     registration = bus.on("a", lambda body: None)
 
     def broken(registration: Registration) -> None:
