@@ -49,8 +49,10 @@ def test_headers_are_a_read_only_copy() -> None:
         ({1: "v"}, "header names must be str, got 1"),
         ({"k": 2}, "header 'k' must have a str value, got 2"),
         ({"k": None}, "header 'k' must have a str value, got None"),
-        ([("k", "v")], "headers must be a mapping"),
+        ([("k", 3)], "header 'k' must have a str value, got 3"),
+        ({"k": ["v", 4]}, "header 'k' must have a str value, got 4"),
         ("k=v", "headers must be a mapping"),
+        (42, "headers must be a mapping"),
     ],
 )
 async def test_bad_headers_are_refused_with_a_clear_error(

@@ -17,6 +17,7 @@ from .errors import (
     MessageValidationError,
     ReplyFailedError,
 )
+from .headers import Headers
 from .message import Envelope, Message
 from .options import DeliveryOptions, RegistrationOptions
 from .producers import Publisher, Sender
@@ -42,6 +43,7 @@ __all__ = [
     "HandlerNotFoundError",
     "HandlerStats",
     "HandlerTimeoutError",
+    "Headers",
     "Message",
     "MessageDroppedError",
     "MessageRejectedError",

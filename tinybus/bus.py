@@ -35,6 +35,7 @@ from .errors import (
     MessageDroppedError,
     handler_name,
 )
+from .headers import Headers, HeadersInput
 from .message import (
     EMPTY_HEADERS,
     Envelope,
@@ -472,7 +473,7 @@ class EventBus:
         address: Address[Req, Rep],
         body: Req,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         timeout: float | None = None,
         options: DeliveryOptions | None = None,
         full: Literal[False] = False,
@@ -483,7 +484,7 @@ class EventBus:
         address: AnyAddress,
         body: Any,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         timeout: float | None = None,
         options: DeliveryOptions | None = None,
         response_type: type[R],
@@ -495,7 +496,7 @@ class EventBus:
         address: AddressLike,
         body: Any,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         timeout: float | None = None,
         options: DeliveryOptions | None = None,
         response_type: Any = None,
@@ -507,7 +508,7 @@ class EventBus:
         address: AnyAddress,
         body: Any,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         timeout: float | None = None,
         options: DeliveryOptions | None = None,
         response_type: Any = None,
@@ -518,7 +519,7 @@ class EventBus:
         address: AnyAddress,
         body: Any,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         timeout: float | None = None,
         options: DeliveryOptions | None = None,
         response_type: Any = None,
@@ -610,7 +611,7 @@ class EventBus:
         loop: asyncio.AbstractEventLoop,
         address: str,
         body: Any,
-        headers: Mapping[str, str],
+        headers: Headers,
         timeout: float,
     ) -> tuple[str, asyncio.Future[Any] | Reply]:
         """Send one attempt of a request: its reply address, and its ``Reply`` if the handler
@@ -643,7 +644,7 @@ class EventBus:
         address: Event[B],
         body: B,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         options: DeliveryOptions | None = None,
     ) -> None: ...
     @overload
@@ -652,7 +653,7 @@ class EventBus:
         address: AddressLike,
         body: Any,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         options: DeliveryOptions | None = None,
     ) -> None: ...
     async def publish(
@@ -660,7 +661,7 @@ class EventBus:
         address: AnyAddress,
         body: Any,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         options: DeliveryOptions | None = None,
     ) -> None:
         """Deliver ``body`` to every listener and consumer of ``address``.
@@ -677,7 +678,7 @@ class EventBus:
         address: AnyAddress,
         body: Any,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         options: DeliveryOptions | None = None,
     ) -> None:
         """``publish`` for synchronous code on the bus's loop: deliver now, wait for nothing.
@@ -694,7 +695,7 @@ class EventBus:
         address: AnyAddress,
         body: Any,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         options: DeliveryOptions | None = None,
     ) -> None:
         """``publish_nowait`` from any thread: the message is published on the bus's loop, as
@@ -708,7 +709,7 @@ class EventBus:
         self,
         address: AnyAddress,
         body: Any,
-        headers: Mapping[str, str] | None,
+        headers: HeadersInput | None,
         options: DeliveryOptions | None,
         can_wait: bool,
     ) -> Collected | None:
@@ -770,7 +771,7 @@ class EventBus:
         address: Address[Req, Any],
         body: Req,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         options: DeliveryOptions | None = None,
     ) -> None: ...
     @overload
@@ -779,7 +780,7 @@ class EventBus:
         address: AddressLike,
         body: Any,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         options: DeliveryOptions | None = None,
     ) -> None: ...
     async def send(
@@ -787,7 +788,7 @@ class EventBus:
         address: AnyAddress,
         body: Any,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         options: DeliveryOptions | None = None,
     ) -> None:
         """Deliver ``body`` to one consumer of ``address`` (round-robin), expecting no reply.
@@ -804,7 +805,7 @@ class EventBus:
         address: AnyAddress,
         body: Any,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         options: DeliveryOptions | None = None,
     ) -> None:
         """``send`` for synchronous code on the bus's loop, as ``publish_nowait`` is for
@@ -816,7 +817,7 @@ class EventBus:
         address: AnyAddress,
         body: Any,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         options: DeliveryOptions | None = None,
     ) -> None:
         """``send_nowait`` from any thread, as ``publish_threadsafe`` is for publishing; a
@@ -829,7 +830,7 @@ class EventBus:
         self,
         address: AnyAddress,
         body: Any,
-        headers: Mapping[str, str] | None,
+        headers: HeadersInput | None,
         options: DeliveryOptions | None,
         can_wait: bool,
     ) -> Collected | None:
@@ -1003,7 +1004,7 @@ class EventBus:
         self,
         address: AnyAddress,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         timeout: float | None = None,
         options: DeliveryOptions | None = None,
     ) -> Sender:
@@ -1015,7 +1016,7 @@ class EventBus:
         self,
         address: AnyAddress,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         options: DeliveryOptions | None = None,
     ) -> Publisher:
         """A producer that publishes to ``address`` with these default options."""
@@ -1085,11 +1086,12 @@ def _read_only[T](subject: LoopSubject[T]) -> Observable[T]:
 
 
 def _producer_options(
-    headers: Mapping[str, str] | None, timeout: float | None, options: DeliveryOptions | None
+    headers: HeadersInput | None, timeout: float | None, options: DeliveryOptions | None
 ) -> DeliveryOptions:
     base = options or DeliveryOptions()
     if headers is not None:
-        base = replace(base, headers=freeze_headers({**(base.headers or {}), **headers}))
+        added = freeze_headers(headers)
+        base = replace(base, headers=freeze_headers(base.headers).merged(added))
     if timeout is not None:
         base = replace(base, timeout=check_timeout(timeout))
     return base
@@ -1111,12 +1113,10 @@ def _check_grace(timeout: object) -> float:
     raise ValueError(f"close timeout must be a number of seconds >= 0, got {timeout!r}")
 
 
-def _merge_headers(
-    headers: Mapping[str, str] | None, options: DeliveryOptions | None
-) -> Mapping[str, str]:
-    base = None if options is None else options.headers
+def _merge_headers(headers: HeadersInput | None, options: DeliveryOptions | None) -> Headers:
+    base = None if options is None or options.headers is None else freeze_headers(options.headers)
     if headers is None:
         return EMPTY_HEADERS if base is None else base
     if base is None:
         return freeze_headers(headers)
-    return freeze_headers({**base, **freeze_headers(headers)})
+    return base.merged(freeze_headers(headers))

@@ -6,13 +6,13 @@ import itertools
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, Literal, Protocol, cast
 
 from ._address import to_address
 from .errors import EventBusError
+from .headers import Headers, HeadersInput
 
-EMPTY_HEADERS: Mapping[str, str] = MappingProxyType({})
+EMPTY_HEADERS = Headers()
 
 # Ids are unique in the process: a random prefix per process and a counter, which costs far
 # less per message than a uuid4 and stays unique when several buses run side by side.
@@ -24,30 +24,15 @@ def new_message_id() -> str:
     return f"{_ID_PREFIX}-{next(_id_counter)}"
 
 
-def freeze_headers(headers: object) -> Mapping[str, str]:
-    """Copy ``headers`` into a read-only mapping, refusing names or values that are not ``str``.
-
-    The copy is what makes a message's headers independent of the caller's dict, and the
-    read-only view keeps one listener from changing what the next one sees.
-    """
+def freeze_headers(headers: object) -> Headers:
+    """``headers`` as ``Headers``: a copy, independent of the caller's dict, read-only, and with
+    names and values checked to be ``str``."""
     if headers is None:
         return EMPTY_HEADERS
-    if not isinstance(headers, Mapping):
-        raise TypeError(
-            f"headers must be a mapping of str to str, got {type(headers).__name__}: {headers!r}"
-        )
-    copied: dict[Any, Any] = dict(headers)  # pyright: ignore[reportUnknownArgumentType]
-    if not copied:
-        return EMPTY_HEADERS
-    for name, value in copied.items():
-        if type(name) is not str:
-            raise TypeError(f"header names must be str, got {name!r} of type {type(name).__name__}")
-        if type(value) is not str:
-            raise TypeError(
-                f"header {name!r} must have a str value, got {value!r} of type "
-                f"{type(value).__name__}"
-            )
-    return MappingProxyType(copied)
+    if isinstance(headers, Headers):
+        return headers  # already a read-only copy
+    frozen = Headers(headers)
+    return frozen if frozen else EMPTY_HEADERS
 
 
 class Responder(Protocol):
@@ -66,9 +51,9 @@ class Message[T]:
     """One message on the bus: a body and its envelope.
 
     ``id`` is unique for every message; ``reply_address`` is set only for a request (it is
-    where the reply goes) and is ``None`` for published and sent messages. ``headers`` is a
-    read-only mapping of ``str`` to ``str``. Treat a message as immutable: the same object is
-    handed to every listener of a publish.
+    where the reply goes) and is ``None`` for published and sent messages. ``headers`` are
+    ``Headers``: read-only, case-insensitive, multi-valued (``headers.getall(name)``). Treat a
+    message as immutable: the same object is handed to every listener of a publish.
     """
 
     __slots__ = ("_responder", "address", "body", "headers", "id", "reply_address")
@@ -76,7 +61,7 @@ class Message[T]:
     body: T
     id: str
     address: str
-    headers: Mapping[str, str]
+    headers: Headers
     reply_address: str | None
 
     def __init__(
@@ -85,7 +70,7 @@ class Message[T]:
         *,
         id: str | None = None,
         address: Any = None,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         reply_address: str | None = None,
     ) -> None:
         self.body = body
@@ -101,12 +86,12 @@ class Message[T]:
         body: B,
         *,
         address: Any = None,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
     ) -> Message[B]:
         """Build a message by hand, e.g. to call a consumer directly in a test."""
         return Message(body, address=address, headers=headers)
 
-    def reply(self, body: object, *, headers: Mapping[str, str] | None = None) -> None:
+    def reply(self, body: object, *, headers: HeadersInput | None = None) -> None:
         """Answer the request now, e.g. before the handler finishes the rest of its work.
 
         The requester gets the first outcome only: a later ``reply``, ``fail`` or the
@@ -129,7 +114,7 @@ class Message[T]:
         self,
         body: object,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         timeout: float | None = None,
     ) -> Message[Any]:
         """Answer the request and wait for the requester's answer to that answer, which is
@@ -146,11 +131,11 @@ class Message[T]:
             body, None if headers is None else freeze_headers(headers), timeout
         )
 
-    def with_headers(self, headers: Mapping[str, str]) -> Message[T]:
+    def with_headers(self, headers: HeadersInput) -> Message[T]:
         """A copy of this message (same id, body and addresses) with ``headers`` added over its
         own; what an interceptor returns to stamp a header."""
         copy = copy_with_body(self, self.body)
-        copy.headers = freeze_headers({**self.headers, **freeze_headers(headers)})
+        copy.headers = self.headers.merged(freeze_headers(headers))
         return copy
 
     def _repr_html_(self) -> str:
@@ -183,7 +168,7 @@ def copy_with_body[B](message: Message[Any], body: B) -> Message[B]:
 def make_message[B](
     body: B,
     address: str,
-    headers: Mapping[str, str],
+    headers: Headers,
     reply_address: str | None,
 ) -> Message[B]:
     """The bus's own constructor: its arguments are already checked, so it skips ``__init__``."""
@@ -219,7 +204,7 @@ class Envelope:
         return self.message.address
 
     @property
-    def headers(self) -> Mapping[str, str]:
+    def headers(self) -> Headers:
         return self.message.headers
 
     @property

@@ -9,6 +9,7 @@ from typing import Any, TypedDict, cast, get_args
 
 from ._flow import OVERFLOW_POLICIES, Overflow
 from ._pipeline import OnPipeError, Operator
+from .headers import HeadersInput
 from .message import freeze_headers
 
 DEFAULT_MAX_BUFFERED = 1000
@@ -44,7 +45,7 @@ class DeliveryOptions:
     """
 
     timeout: float | None = None
-    headers: Mapping[str, str] | None = None
+    headers: HeadersInput | None = None  # a Headers copy once built
     retry_attempts: int = 0
 
     def __post_init__(self) -> None:

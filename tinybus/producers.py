@@ -7,10 +7,10 @@ call's timeout or ``options`` fields replace the producer's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from .headers import HeadersInput
 from .message import Message, freeze_headers
 from .options import DeliveryOptions
 
@@ -31,7 +31,7 @@ class _Producer:
             return self.options
         headers = self.options.headers
         if call.headers is not None:
-            headers = freeze_headers({**(headers or {}), **call.headers})
+            headers = freeze_headers(headers).merged(freeze_headers(call.headers))
         return replace(
             self.options,
             headers=headers,
@@ -52,7 +52,7 @@ class Sender(_Producer):
         self,
         body: Any,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         options: DeliveryOptions | None = None,
     ) -> None:
         await self._bus.send(self.address, body, headers=headers, options=self._options(options))
@@ -61,7 +61,7 @@ class Sender(_Producer):
         self,
         body: Any,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         timeout: float | None = None,
         options: DeliveryOptions | None = None,
         response_type: Any = None,
@@ -79,7 +79,7 @@ class Sender(_Producer):
         self,
         body: Any,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         timeout: float | None = None,
         options: DeliveryOptions | None = None,
         response_type: Any = None,
@@ -105,7 +105,7 @@ class Publisher(_Producer):
         self,
         body: Any,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         options: DeliveryOptions | None = None,
     ) -> None:
         await self._bus.publish(self.address, body, headers=headers, options=self._options(options))
