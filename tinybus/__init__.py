@@ -2,6 +2,7 @@
 
 from .addresses import Address, Event
 from .bus import EventBus
+from .codecs import MessageCodec
 from .errors import (
     BufferFullError,
     BusClosedError,
@@ -45,6 +46,7 @@ __all__ = [
     "HandlerTimeoutError",
     "Headers",
     "Message",
+    "MessageCodec",
     "MessageDroppedError",
     "MessageRejectedError",
     "MessageValidationError",

@@ -37,7 +37,7 @@ from .errors import (
     ReplyFailedError,
     handler_name,
 )
-from .message import EMPTY_HEADERS, Message, copy_with_body
+from .message import EMPTY_HEADERS, Message, copy_with_body, own_copy
 from .registration import Registration
 from .stats import Counters
 
@@ -70,9 +70,13 @@ def handler_argument(registration: Registration, message: Message[Any]) -> Any:
     type. Raises ``MessageValidationError`` for a body that is not valid."""
     types = registration._types  # pyright: ignore[reportPrivateUsage]
     accepts = types.accepts
-    if accepts is None:
-        return message if types.wants_message else message.body
-    body = accepts.check(message.body, message.address, "the body sent to")
+    body = message.body
+    if message._copies:  # pyright: ignore[reportPrivateUsage]
+        body = own_copy(body)
+    elif accepts is None:
+        return message if types.wants_message else body
+    if accepts is not None:
+        body = accepts.check(body, message.address, "the body sent to")
     if not types.wants_message:
         return body
     return message if body is message.body else copy_with_body(message, body)
@@ -404,8 +408,12 @@ class Delivery:
         if pipeline is None:
             self.admit(registration, message)
         else:
-            takes_messages = registration._takes_messages  # pyright: ignore[reportPrivateUsage]
-            pipeline.push(message if takes_messages else message.body)
+            if registration._takes_messages:  # pyright: ignore[reportPrivateUsage]
+                pipeline.push(message)  # (a copy, if asked for, is made at the handler)
+            elif message._copies:  # pyright: ignore[reportPrivateUsage]
+                pipeline.push(own_copy(message.body))
+            else:
+                pipeline.push(message.body)
 
     def enter_request(self, registration: Registration, message: Message[Any]) -> None:
         pipeline = registration._pipeline  # pyright: ignore[reportPrivateUsage]

@@ -26,6 +26,7 @@ from ._scheduler import BusScheduler
 from ._subject import LoopSubject
 from ._validation import read_handler_types, validator_for
 from .addresses import Address, Event
+from .codecs import CodecRegistry, MessageCodec
 from .errors import (
     BusClosedError,
     EventBusError,
@@ -44,6 +45,7 @@ from .message import (
     freeze_headers,
     make_message,
     new_message_id,
+    own_copy,
 )
 from .options import (
     DeliveryOptions,
@@ -105,6 +107,7 @@ class EventBus:
             self._bound_loop, self._report, self._push_reply, self._replies.is_waiting, counts
         )
         self._delivery.converse = self._converse
+        self._codecs = CodecRegistry()
         self._pipelines: set[Pipeline] = set()
         self._counts = self._delivery.counts
         self._recent_failures: deque[HandlerFailure] = deque(maxlen=RECENT_FAILURES)
@@ -541,6 +544,9 @@ class EventBus:
         routed = to_address(address)
         loop = self._running_loop(routed)
         message_headers = _merge_headers(headers, options)
+        copies = False
+        if options is not None or self._codecs.defaults:
+            body, copies = self._outgoing(body, options)
         if timeout is not None:
             timeout = check_timeout(timeout)
         elif options is not None and options.timeout is not None:
@@ -550,7 +556,7 @@ class EventBus:
         retries = 0 if options is None else options.retry_attempts
         while True:
             reply_address, started = self._start_request(
-                loop, routed, body, message_headers, timeout
+                loop, routed, body, message_headers, timeout, copies
             )
             if type(started) is Reply:  # answered while being sent: no future, no timer
                 if started.error is not None:
@@ -613,6 +619,7 @@ class EventBus:
         body: Any,
         headers: Headers,
         timeout: float,
+        copies: bool,
     ) -> tuple[str, asyncio.Future[Any] | Reply]:
         """Send one attempt of a request: its reply address, and its ``Reply`` if the handler
         answered while it was being sent (the common case of a handler that does not suspend),
@@ -624,6 +631,7 @@ class EventBus:
         reply_address = message.reply_address = REPLY_PREFIX + message.id
         if self._interceptors or self._tap.subscribers:
             message = self._outbound("request", message)
+        message._copies = copies  # pyright: ignore[reportPrivateUsage]
         registration = self._router.pick_consumer(address, True)
         self._counts.requested += 1
         replies = self._replies
@@ -716,6 +724,9 @@ class EventBus:
         routed = to_address(address)
         self._running_loop(routed)
         message_headers = _merge_headers(headers, options)
+        copies = False
+        if options is not None or self._codecs.defaults:
+            body, copies = self._outgoing(body, options)
         self._counts.published += 1
         router = self._router
         route = router.routes.get(routed)
@@ -728,6 +739,7 @@ class EventBus:
         message = make_message(body, routed, message_headers, None)
         if intercepted:
             message = self._outbound("publish", message)
+        message._copies = copies  # pyright: ignore[reportPrivateUsage]
         if not matched:
             if route is None:
                 return None
@@ -836,9 +848,13 @@ class EventBus:
     ) -> Collected | None:
         routed = to_address(address)
         self._running_loop(routed)
+        copies = False
+        if options is not None or self._codecs.defaults:
+            body, copies = self._outgoing(body, options)
         message = make_message(body, routed, _merge_headers(headers, options), None)
         if self._interceptors or self._tap.subscribers:
             message = self._outbound("send", message)
+        message._copies = copies  # pyright: ignore[reportPrivateUsage]
         registration = self._router.pick_consumer(routed, False)
         self._counts.sent += 1
         return self._delivery.collect(
@@ -997,6 +1013,31 @@ class EventBus:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+    # -- codecs and copies -------------------------------------------------------------------
+
+    def register_codec(self, codec: MessageCodec[Any], *, default_for: type | None = None) -> None:
+        """Register ``codec`` by its name, and as the codec of ``default_for`` bodies if given.
+        A name or a type registered twice is a ``ValueError``."""
+        self._codecs.register(codec, default_for)
+
+    def unregister_codec(self, name: str) -> None:
+        """Remove the codec named ``name`` (``ValueError`` when there is none)."""
+        self._codecs.unregister(name)
+
+    def _outgoing(self, body: Any, options: DeliveryOptions | None) -> tuple[Any, bool]:
+        """The body to deliver (through the message's or its type's codec, copied if asked),
+        and whether each handler gets a copy of its own."""
+        codecs = self._codecs
+        if options is not None and options.codec is not None:
+            body = codecs.get(options.codec).transform(body)
+        elif codecs.defaults:
+            body_type: type = type(body)  # pyright: ignore[reportUnknownVariableType]
+            codec = codecs.defaults.get(body_type)
+            if codec is not None:
+                body = codec.transform(body)
+        copies = options is not None and options.copy
+        return (own_copy(body) if copies else body), copies
 
     # -- producers ---------------------------------------------------------------------------
 

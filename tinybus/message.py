@@ -5,8 +5,11 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections.abc import Mapping
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
+
+from pydantic import BaseModel
 
 from ._address import to_address
 from .errors import EventBusError
@@ -56,7 +59,7 @@ class Message[T]:
     message as immutable: the same object is handed to every listener of a publish.
     """
 
-    __slots__ = ("_responder", "address", "body", "headers", "id", "reply_address")
+    __slots__ = ("_copies", "_responder", "address", "body", "headers", "id", "reply_address")
 
     body: T
     id: str
@@ -79,6 +82,7 @@ class Message[T]:
         self.headers = freeze_headers(headers)
         self.reply_address = reply_address
         self._responder: Responder | None = None
+        self._copies = False  # DeliveryOptions(copy=True): each handler gets its own body
 
     @classmethod
     def create[B](
@@ -162,6 +166,7 @@ def copy_with_body[B](message: Message[Any], body: B) -> Message[B]:
     copy.headers = message.headers
     copy.reply_address = message.reply_address
     copy._responder = message._responder  # pyright: ignore[reportPrivateUsage]
+    copy._copies = False  # its body is the copy already  # pyright: ignore[reportPrivateUsage]
     return copy
 
 
@@ -179,7 +184,16 @@ def make_message[B](
     message.headers = headers
     message.reply_address = reply_address
     message._responder = None  # pyright: ignore[reportPrivateUsage]
+    message._copies = False  # pyright: ignore[reportPrivateUsage]
     return message
+
+
+def own_copy[B](body: B) -> B:
+    """A body of one's own, for ``DeliveryOptions(copy=True)``: a deep copy, except of frozen
+    pydantic models, which nobody can change."""
+    if isinstance(body, BaseModel) and body.model_config.get("frozen"):
+        return body
+    return deepcopy(body)
 
 
 type Kind = Literal["publish", "send", "request", "reply", "failure"]

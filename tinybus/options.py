@@ -40,6 +40,10 @@ class DeliveryOptions:
       merged over these.
     - ``retry_attempts``: how many more times a request is sent when an attempt times out.
       Each attempt has the full timeout. Publish and send, which wait for no reply, ignore it.
+    - ``copy``: give every handler its own deep copy of the body (and keep the sender's object
+      out of the bus), instead of sharing one object; frozen pydantic models are never copied.
+    - ``codec``: the name of a registered codec whose ``transform`` makes the body delivered
+      (instead of the default codec of the body's type, if any).
 
     Keyword arguments given to the call itself win over these.
     """
@@ -47,10 +51,16 @@ class DeliveryOptions:
     timeout: float | None = None
     headers: HeadersInput | None = None  # a Headers copy once built
     retry_attempts: int = 0
+    copy: bool = False
+    codec: str | None = None
 
     def __post_init__(self) -> None:
         if self.timeout is not None:
             object.__setattr__(self, "timeout", check_timeout(self.timeout))
+        if type(self.copy) is not bool:
+            raise TypeError(f"copy must be True or False, got {self.copy!r}")
+        if self.codec is not None and (type(self.codec) is not str or not self.codec):
+            raise TypeError(f"codec must be the name of a registered codec, got {self.codec!r}")
         if type(self.retry_attempts) is not int or self.retry_attempts < 0:
             raise ValueError(f"retry_attempts must be an int >= 0, got {self.retry_attempts!r}")
         if self.headers is not None:
