@@ -107,6 +107,23 @@ def checked_reply(
     return Reply(reply_address, result, None, registration)
 
 
+async def _answer(result: Awaitable[Any], exchange: Exchange) -> None:
+    """Run a request's handler and hand its outcome to the request's exchange."""
+    try:
+        value = await result
+    except BaseException as exc:
+        task = asyncio.current_task()
+        if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+            raise  # cancelled by close(), whose requesters have their BusClosedError already
+        exchange.settle_error(exc)
+        if not isinstance(exc, Exception | asyncio.CancelledError):
+            raise  # KeyboardInterrupt and SystemExit go on
+        # (A CancelledError of the handler's own, with nobody cancelling this task, is its
+        # failure, now its requester's answer: the task ends normally.)
+    else:
+        exchange.settle_value(value)
+
+
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     """A coroutine for an awaitable that is not one (a Future, an object with ``__await__``)."""
     return await awaitable
@@ -558,7 +575,9 @@ class Delivery:
             exchange.settle_error(exc)
             return None
         if is_awaitable(result):
-            return self._start(result, collect, registration, message)
+            # Answered from inside the task, not by its done callback (scheduled one loop
+            # iteration later): a handler that suspends has its requester resumed sooner.
+            return self._start(_answer(result, exchange), collect, registration, None)
         exchange.settle_value(result)
         return None
 
