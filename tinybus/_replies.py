@@ -88,6 +88,7 @@ class ReplyTable(abc.ObserverBase[Reply]):
         self._pending: dict[str, PendingRequest] = {}
         self._to_arm: list[PendingRequest] = []
         self._inline_address: str | None = None
+        self.last_claimed = False  # whether the last reply pushed found its requester
         self._inline_reply: Reply | None = None
         self._arming: asyncio.Handle | None = None
         self.stream: LoopSubject[Reply] = LoopSubject(self._on_resolver_error)
@@ -179,12 +180,14 @@ class ReplyTable(abc.ObserverBase[Reply]):
     def on_next(self, value: Reply) -> None:
         """Settle the future of the request ``value`` answers."""
         reply = value
+        self.last_claimed = True
         if reply.reply_address == self._inline_address and self._inline_reply is None:
             self._inline_reply = reply  # answered while being sent: see watch_inline
             self._count(reply)
             return
         pending = self._pending.pop(reply.reply_address, None)
         if pending is None or pending.future.done():
+            self.last_claimed = False
             # The requester timed out, was cancelled, or the bus closed: the reply is late.
             if reply.error is not None:
                 self._on_unclaimed_failure(reply)  # (reported, and counted, as a failure)

@@ -32,6 +32,7 @@ from .errors import (
     EventBusError,
     HandlerExecutionError,
     HandlerFailure,
+    HandlerNotFoundError,
     HandlerTimeoutError,
     MessageDroppedError,
     handler_name,
@@ -607,6 +608,14 @@ class EventBus:
             self._push_reply(
                 Reply(reply_address, body, None, source, headers or EMPTY_HEADERS, next_address)
             )
+            if not self._replies.last_claimed:
+                # Nobody waits at reply_address (it timed out, or was cancelled): nobody will
+                # answer, so fail now rather than wait out the timeout, as Vert.x does.
+                raise HandlerNotFoundError(
+                    reply_address,
+                    "nobody awaits this answer any more (the other side stopped waiting), so "
+                    "no answer to it can come",
+                )
             reply = await pending.future
         finally:
             self._replies.forget(next_address)

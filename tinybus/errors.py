@@ -37,8 +37,8 @@ class HandlerNotFoundError(EventBusError):
 
     kind = FailureKind.NO_HANDLERS
 
-    def __init__(self, address: str) -> None:
-        super().__init__(f"no consumer is registered at address {address!r}")
+    def __init__(self, address: str, detail: str | None = None) -> None:
+        super().__init__(detail or f"no consumer is registered at address {address!r}")
         self.address = address
 
 
