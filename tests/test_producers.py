@@ -24,7 +24,7 @@ async def test_a_sender_sends_and_requests_with_its_defaults_and_calls_win(bus: 
     assert sender.options.timeout == 5
     await sender.send(1)
     assert await sender.request(2, headers={"trace": "1"}) == 2
-    reply = await sender.request_message(3, options=DeliveryOptions(headers={"x": "y"}))
+    reply = await sender.request(3, options=DeliveryOptions(headers={"x": "y"}), full=True)
     assert reply.body == 3
     assert seen == [
         (1, {"tenant": "a", "trace": "0"}),

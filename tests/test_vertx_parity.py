@@ -1021,7 +1021,7 @@ async def test_a_sender_uses_its_default_headers_and_timeout_and_each_call_overr
     defaults["tenant"] = "changed"  # the sender keeps a copy
     await sender.send("a")
     assert await sender.request("b", headers={"TRACE": "1"}) == "b"
-    reply = await sender.request_message("c", options=DeliveryOptions(headers={"x": "y"}))
+    reply = await sender.request("c", options=DeliveryOptions(headers={"x": "y"}), full=True)
     assert (reply.body, dict(reply.headers)) == ("c", {"served-by": "echo"})
     assert seen == [
         ("a", [("tenant", "acme"), ("trace", "0")]),

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .headers import HeadersInput
-from .message import Message, freeze_headers
+from .message import freeze_headers
 from .options import DeliveryOptions
 
 if TYPE_CHECKING:
@@ -65,34 +65,27 @@ class Sender(_Producer):
         timeout: float | None = None,
         options: DeliveryOptions | None = None,
         response_type: Any = None,
+        full: bool = False,
     ) -> Any:
+        """As ``bus.request``: the reply's body, or with ``full=True`` the reply ``Message``."""
+        options = self._options(options)
+        if full:
+            return await self._bus.request(
+                self.address,
+                body,
+                headers=headers,
+                timeout=timeout,
+                options=options,
+                response_type=response_type,
+                full=True,
+            )
         return await self._bus.request(
             self.address,
             body,
             headers=headers,
             timeout=timeout,
-            options=self._options(options),
+            options=options,
             response_type=response_type,
-        )
-
-    async def request_message(
-        self,
-        body: Any,
-        *,
-        headers: HeadersInput | None = None,
-        timeout: float | None = None,
-        options: DeliveryOptions | None = None,
-        response_type: Any = None,
-    ) -> Message[Any]:
-        """``request`` returning the reply ``Message`` (``bus.request(..., full=True)``)."""
-        return await self._bus.request(
-            self.address,
-            body,
-            headers=headers,
-            timeout=timeout,
-            options=self._options(options),
-            response_type=response_type,
-            full=True,
         )
 
 
