@@ -132,6 +132,12 @@ class ReplyTable(abc.ObserverBase[Reply]):
         pending.timer = None
         if self._pending.get(pending.reply_address) is pending:
             del self._pending[pending.reply_address]
+        self._time_out(pending)
+
+    def _time_out(self, pending: PendingRequest) -> None:
+        if pending.timer is not None:
+            pending.timer.cancel()
+            pending.timer = None
         if not pending.future.done():
             pending.future.set_exception(HandlerTimeoutError(pending.address, pending.timeout))
 
@@ -186,6 +192,10 @@ class ReplyTable(abc.ObserverBase[Reply]):
             self._count(reply)
             return
         pending = self._pending.pop(reply.reply_address, None)
+        if pending is not None and self._get_loop().time() >= pending.deadline:
+            # Past its deadline, the timer just has not run yet (a busy loop): a timeout never
+            # comes late, so this reply is the late one.
+            self._time_out(pending)
         if pending is None or pending.future.done():
             self.last_claimed = False
             # The requester timed out, was cancelled, or the bus closed: the reply is late.
