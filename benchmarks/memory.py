@@ -322,6 +322,7 @@ async def soak(messages: int, timeouts: int, step: Callable[[str], None], steps:
         await exchange(max(2, messages // 10))
         await time_out_batches(max(2 * batch, timeouts // 10))
         await bus.drain()
+        await settle_tasks()
         sample("before")
         chunk = max(2, messages // steps)
         for done in range(0, messages, chunk):
@@ -330,6 +331,9 @@ async def soak(messages: int, timeouts: int, step: Callable[[str], None], steps:
         sample("messages")
         await time_out_batches(timeouts)
         await bus.drain()
+        # Let the loop run what is due: a timer cancelled because its request was answered
+        # (or timed out) right at its deadline stays in the loop's heap until then.
+        await settle_tasks()
         step(f"(8) soak: {timeouts:,} timed-out requests")
         sample("after")
     return Soak(messages, timeouts, batch, resident, objects)
