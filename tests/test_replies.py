@@ -192,46 +192,6 @@ async def test_a_conversation_goes_back_and_forth_until_someone_just_replies(
     assert bus.stats().pending_requests == 0
 
 
-async def test_every_leg_of_a_conversation_has_its_timeout(bus: EventBus) -> None:
-    outcome: list[BaseException] = []
-    done = Gate()
-
-    async def asks_back(message: Message[str]) -> None:
-        try:
-            await message.reply_and_request("and you?", timeout=0.01)
-        except HandlerTimeoutError as error:
-            outcome.append(error)
-            done.arrive()
-
-    bus.consumer("asks", asks_back)
-    question = await bus.request("asks", "hi", full=True)
-    assert question.body == "and you?"
-    await done.wait()  # the requester never answered
-    assert isinstance(outcome[0], HandlerTimeoutError)
-    question.reply("too late")  # dropped quietly: nobody waits
-    await bus.drain()
-    assert bus.stats().pending_requests == 0
-
-
-async def test_a_requester_can_fail_a_reply_that_awaits_an_answer(bus: EventBus) -> None:
-    got: list[BaseException] = []
-    done = Gate()
-
-    async def asks_back(message: Message[str]) -> None:
-        try:
-            await message.reply_and_request("password?")
-        except ReplyFailedError as error:
-            got.append(error)
-            done.arrive()
-
-    bus.consumer("asks", asks_back)
-    question = await bus.request("asks", "hi", full=True)
-    question.fail(403, "not telling")
-    await done.wait()
-    assert isinstance(got[0], ReplyFailedError)
-    assert (got[0].code, got[0].text) == (403, "not telling")
-
-
 async def test_reply_and_request_needs_a_message_that_awaits_an_answer(bus: EventBus) -> None:
     errors: list[BaseException] = []
 
