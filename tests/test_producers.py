@@ -103,3 +103,22 @@ async def test_a_raising_on_unregistered_callback_is_logged(
     registration.unregister()
     assert told == [registration]
     assert "on_unregistered callback" in caplog.text
+
+
+async def test_every_option_a_call_sets_wins_over_the_producers(bus: EventBus) -> None:
+    """Not only headers and timeout: a call's ``copy`` (and ``codec``) apply too."""
+    body = [1]
+    seen: list[object] = []
+    bus.on("evt", seen.append)
+    publisher = bus.publisher("evt", headers={"source": "test"})
+    await publisher.publish(body, options=DeliveryOptions(copy=True))
+    await publisher.publish(body)
+    assert seen == [[1], [1]]
+    assert seen[0] is not body
+    assert seen[1] is body
+    merged = publisher.options.overlay(DeliveryOptions(timeout=3, codec="json"))
+    assert (merged.timeout, merged.codec, dict(merged.headers or {})) == (
+        3,
+        "json",
+        {"source": "test"},
+    )

@@ -518,6 +518,18 @@ class EventBus:
         response_type: Any = None,
         full: Literal[True],
     ) -> Message[Any]: ...
+    @overload
+    async def request(
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: HeadersInput | None = None,
+        timeout: float | None = None,
+        options: DeliveryOptions | None = None,
+        response_type: Any = None,
+        full: bool,
+    ) -> Any: ...
     async def request(
         self,
         address: AnyAddress,
@@ -1060,7 +1072,13 @@ class EventBus:
     ) -> Sender:
         """A producer that sends and requests to ``address`` with these default options
         (``headers`` over ``options.headers``, ``timeout`` over ``options.timeout``)."""
-        return Sender(self, to_address(address), _producer_options(headers, timeout, options))
+        return Sender(
+            self,
+            to_address(address),
+            (options or DeliveryOptions()).overlay(
+                DeliveryOptions(headers=headers, timeout=timeout)
+            ),
+        )
 
     def publisher(
         self,
@@ -1070,7 +1088,11 @@ class EventBus:
         options: DeliveryOptions | None = None,
     ) -> Publisher:
         """A producer that publishes to ``address`` with these default options."""
-        return Publisher(self, to_address(address), _producer_options(headers, None, options))
+        return Publisher(
+            self,
+            to_address(address),
+            (options or DeliveryOptions()).overlay(DeliveryOptions(headers=headers)),
+        )
 
     # -- inspection --------------------------------------------------------------------------
 
@@ -1133,18 +1155,6 @@ def _read_only[T](subject: LoopSubject[T]) -> Observable[T]:
     return reactivex.create(
         lambda observer, scheduler: subject.subscribe(observer, scheduler=scheduler)
     )
-
-
-def _producer_options(
-    headers: HeadersInput | None, timeout: float | None, options: DeliveryOptions | None
-) -> DeliveryOptions:
-    base = options or DeliveryOptions()
-    if headers is not None:
-        added = freeze_headers(headers)
-        base = replace(base, headers=freeze_headers(base.headers).merged(added))
-    if timeout is not None:
-        base = replace(base, timeout=check_timeout(timeout))
-    return base
 
 
 def _raise_refusal(collected: Collected | None) -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypedDict, cast, get_args
 
 from ._flow import OVERFLOW_POLICIES, Overflow
@@ -65,6 +65,23 @@ class DeliveryOptions:
             raise ValueError(f"retry_attempts must be an int >= 0, got {self.retry_attempts!r}")
         if self.headers is not None:
             object.__setattr__(self, "headers", freeze_headers(self.headers))
+
+    def overlay(self, other: DeliveryOptions | None) -> DeliveryOptions:
+        """These options with ``other``'s on top: its headers merged over these (a name it has
+        replaces all of ours), and each of its other fields that is set replacing ours."""
+        if other is None:
+            return self
+        headers = self.headers
+        if other.headers is not None:
+            headers = freeze_headers(headers).merged(freeze_headers(other.headers))
+        return replace(
+            self,
+            headers=headers,
+            timeout=self.timeout if other.timeout is None else other.timeout,
+            retry_attempts=other.retry_attempts or self.retry_attempts,
+            copy=other.copy or self.copy,
+            codec=self.codec if other.codec is None else other.codec,
+        )
 
 
 class RegistrationOptions(TypedDict, total=False):

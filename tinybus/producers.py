@@ -1,17 +1,15 @@
 """Producers, as Vert.x has them: an address and default delivery options, bound once.
 
 ``bus.sender(address, ...)`` and ``bus.publisher(address, ...)`` return these. Options given
-to a call win over the producer's: headers are merged (the call's over the producer's), and a
-call's timeout or ``options`` fields replace the producer's.
+to a call win over the producer's (``DeliveryOptions.overlay``): headers are merged, the call's
+over the producer's, and every other option the call sets replaces the producer's.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .headers import HeadersInput
-from .message import freeze_headers
 from .options import DeliveryOptions
 
 if TYPE_CHECKING:
@@ -27,17 +25,7 @@ class _Producer:
         self.options = options
 
     def _options(self, call: DeliveryOptions | None) -> DeliveryOptions:
-        if call is None:
-            return self.options
-        headers = self.options.headers
-        if call.headers is not None:
-            headers = freeze_headers(headers).merged(freeze_headers(call.headers))
-        return replace(
-            self.options,
-            headers=headers,
-            timeout=self.options.timeout if call.timeout is None else call.timeout,
-            retry_attempts=call.retry_attempts or self.options.retry_attempts,
-        )
+        return self.options.overlay(call)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} to {self.address!r} with {self.options!r}>"
@@ -68,24 +56,14 @@ class Sender(_Producer):
         full: bool = False,
     ) -> Any:
         """As ``bus.request``: the reply's body, or with ``full=True`` the reply ``Message``."""
-        options = self._options(options)
-        if full:
-            return await self._bus.request(
-                self.address,
-                body,
-                headers=headers,
-                timeout=timeout,
-                options=options,
-                response_type=response_type,
-                full=True,
-            )
         return await self._bus.request(
             self.address,
             body,
             headers=headers,
             timeout=timeout,
-            options=options,
+            options=self._options(options),
             response_type=response_type,
+            full=full,
         )
 
 
