@@ -89,6 +89,11 @@ class BusScheduler(AsyncIOScheduler):
         self.moves = 0
 
     @property
+    def timer_count(self) -> int:
+        """Timers set and not yet fired or cancelled."""
+        return len(self._timers)
+
+    @property
     def now(self) -> datetime:
         loop = self._get_loop()
         clock = self._clock

@@ -1124,6 +1124,13 @@ class EventBus:
             totals=replace(self._counts),
             pending_requests=self._replies.pending_count,
             running_handlers=len(self._delivery.tasks),
+            scheduled_timers=self._scheduler.timer_count,
+            subscriptions=sum(
+                len(route.subject.subscribers)
+                for table in (router.routes, router.patterns)
+                for route in table.values()
+            ),
+            queued=sum(mailbox.queued for mailbox in self._delivery.mailboxes),
             addresses=addresses,
         )
 

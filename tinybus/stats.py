@@ -67,8 +67,11 @@ class BusStats:
     """A snapshot of the whole bus: ``totals`` since it was built, the addresses it has now."""
 
     totals: Counters
-    pending_requests: int
-    running_handlers: int
+    pending_requests: int  # requests whose requester still waits for an answer
+    running_handlers: int  # handler tasks the bus started that have not finished
+    scheduled_timers: int  # timers of Rx operators (debounce, delay, buffers...) not yet fired
+    subscriptions: int  # observers on address streams: registrations and ``observe`` subscribers
+    queued: int  # messages held in registrations' buffers (flow control, pause)
     addresses: Mapping[str, AddressStats] = field(default_factory=dict[str, AddressStats])
 
     def _repr_html_(self) -> str:
