@@ -1,5 +1,6 @@
 """TinyBus: an async-first, in-process event bus inspired by the Vert.x event bus."""
 
+from ._address import MAX_ADDRESS_LENGTH
 from .addresses import Address, Event
 from .bus import EventBus
 from .codecs import MessageCodec
@@ -26,6 +27,7 @@ from .registration import Registration
 from .stats import AddressStats, BusStats, Counters, HandlerStats
 
 __all__ = [
+    "MAX_ADDRESS_LENGTH",
     "Address",
     "AddressStats",
     "BufferFullError",

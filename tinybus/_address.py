@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from enum import Enum
 
+MAX_ADDRESS_LENGTH = 1024
+"""The longest address, in characters. Addresses are names, not payloads: one this long is
+almost surely a body passed in the wrong place, and routing and pattern caches keep them."""
+
 type AddressLike = str | Enum
 """A ``str``, or an ``Enum`` member whose value is a ``str`` (``class A(str, Enum)``)."""
 
@@ -40,15 +44,15 @@ def to_address(address: object) -> str:
     An Enum member and its value are one address: ``A.CREATE`` routes like ``"create"``.
     """
     if type(address) is str:
-        if address:
+        if address and len(address) <= MAX_ADDRESS_LENGTH:
             return address
-        raise ValueError("an address must be a non-empty string, got ''")
+        return _refuse(address)
     if isinstance(address, TypedAddress):
         return address.value
     if isinstance(address, Enum):
         value: object = address.value
         if isinstance(value, str) and value:
-            return str.__str__(value)
+            return to_address(str.__str__(value))
         raise TypeError(
             f"an Enum address must have a non-empty str value, got {address!r} with value {value!r}"
         )
@@ -58,4 +62,13 @@ def to_address(address: object) -> str:
     raise TypeError(
         f"an address must be a str or a str-valued Enum member, got {address!r} "
         f"of type {type(address).__name__}"
+    )
+
+
+def _refuse(address: str) -> str:
+    if not address:
+        raise ValueError("an address must be a non-empty string, got ''")
+    raise ValueError(
+        f"an address must be at most {MAX_ADDRESS_LENGTH} characters, got one of "
+        f"{len(address)} starting {address[:40]!r}"
     )
