@@ -265,15 +265,20 @@ class Leg:
         return await self._converse(self._reply_address, body, headers, timeout, None)
 
 
+type InlineCall = tuple[Registration, Message[Any], Awaitable[Any]]
+
+
 class Collected:
     """What one publish or send set off that its caller awaits: handlers that were started at
-    once, and room in buffers under ``overflow="block"``; and the first refusal to raise."""
+    once, inline handlers to run, and room in buffers under ``overflow="block"``; and the
+    first refusal to raise."""
 
-    __slots__ = ("can_wait", "refusal", "waits")
+    __slots__ = ("can_wait", "inline", "refusal", "waits")
 
     def __init__(self, can_wait: bool) -> None:
         self.can_wait = can_wait
         self.waits: list[asyncio.Future[None]] = []
+        self.inline: list[InlineCall] = []
         self.refusal: BaseException | None = None
 
 
@@ -390,12 +395,34 @@ class Delivery:
             push(message)
         finally:
             self._collecting = outer
-        if collected.waits or collected.refusal is not None:
+        if collected.waits or collected.inline or collected.refusal is not None:
             return collected
         return None
 
-    @staticmethod
-    async def wait(collected: Collected) -> None:
+    async def wait(self, collected: Collected) -> None:
+        calls = collected.inline
+        # Inline handlers first, one after another in the caller's task; their failures are
+        # reported, never raised to the caller.
+        for index, (registration, message, awaitable) in enumerate(calls):
+            try:
+                await awaitable
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is None or not task.cancelling():  # the handler raised it itself
+                    self.report_failure(registration, message, exc)
+                    continue
+                # The caller is cancelled, and the handler running with it too. The ones not
+                # started yet still have their message: they run as the bus's tasks.
+                for later, later_message, later_awaitable in calls[index + 1 :]:
+                    self._start(later_awaitable, False, later, later_message)
+                raise
+            except Exception as exc:
+                self.report_failure(registration, message, exc)
+            except BaseException:  # KeyboardInterrupt, SystemExit: the rest will not run
+                for _, _, later_awaitable in calls[index + 1 :]:
+                    if type(later_awaitable) is CoroutineType:
+                        cast(Coroutine[Any, Any, Any], later_awaitable).close()
+                raise
         waits = collected.waits
         if waits:
             try:
@@ -547,6 +574,11 @@ class Delivery:
             self.report_failure(registration, message, exc)
             return None
         if is_awaitable(result):
+            if registration._inline and collect:  # pyright: ignore[reportPrivateUsage]
+                collecting = self._collecting
+                if collecting is not None and collecting.can_wait:
+                    collecting.inline.append((registration, message, result))
+                    return None
             return self._start(result, collect, registration, message)
         return None
 

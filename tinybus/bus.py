@@ -294,6 +294,7 @@ class EventBus:
             max_buffered=options.max_buffered,
             overflow=options.overflow,
             make_mailbox=self._new_mailbox,
+            inline=options.inline,
         )
         pipeline = None
         if options.pipe:

@@ -59,10 +59,9 @@ class Message[T]:
     message as immutable: the same object is handed to every listener of a publish.
     """
 
-    __slots__ = ("_copies", "_responder", "address", "body", "headers", "id", "reply_address")
+    __slots__ = ("_copies", "_id", "_responder", "address", "body", "headers", "reply_address")
 
     body: T
-    id: str
     address: str
     headers: Headers
     reply_address: str | None
@@ -77,12 +76,18 @@ class Message[T]:
         reply_address: str | None = None,
     ) -> None:
         self.body = body
-        self.id = new_message_id() if id is None else id
+        # A sequence number until someone reads ``id``: most messages never have it formatted.
+        self._id: str | int = next(_id_counter) if id is None else id
         self.address = "" if address is None else to_address(address)
         self.headers = freeze_headers(headers)
         self.reply_address = reply_address
         self._responder: Responder | None = None
         self._copies = False  # DeliveryOptions(copy=True): each handler gets its own body
+
+    @property
+    def id(self) -> str:
+        id = self._id
+        return id if type(id) is str else f"{_ID_PREFIX}-{id}"
 
     @classmethod
     def create[B](
@@ -161,7 +166,7 @@ def copy_with_body[B](message: Message[Any], body: B) -> Message[B]:
     """The same message (id included) carrying ``body``, e.g. a body converted by validation."""
     copy = cast("Message[B]", object.__new__(Message))
     copy.body = body
-    copy.id = message.id
+    copy._id = message._id  # pyright: ignore[reportPrivateUsage]
     copy.address = message.address
     copy.headers = message.headers
     copy.reply_address = message.reply_address
@@ -179,7 +184,7 @@ def make_message[B](
     """The bus's own constructor: its arguments are already checked, so it skips ``__init__``."""
     message = cast("Message[B]", object.__new__(Message))
     message.body = body
-    message.id = f"{_ID_PREFIX}-{next(_id_counter)}"
+    message._id = next(_id_counter)  # pyright: ignore[reportPrivateUsage]
     message.address = address
     message.headers = headers
     message.reply_address = reply_address

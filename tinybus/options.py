@@ -97,6 +97,9 @@ class RegistrationOptions(TypedDict, total=False):
     - ``max_buffered``: how many messages may wait for the handler (1000 by default).
     - ``overflow``: what happens to a message when the buffer is full: ``"block"`` (the
       default), ``"drop_oldest"``, ``"drop_newest"`` or ``"error"``.
+    - ``inline``: ``True`` runs the handler's coroutine inside the awaiting ``publish`` or
+      ``send``, like a function call, instead of in a task of its own (README, "Inline
+      handlers"). Requests, pipelines and buffered messages are not affected.
     """
 
     validate: bool | None
@@ -105,6 +108,7 @@ class RegistrationOptions(TypedDict, total=False):
     max_concurrency: int | None
     max_buffered: int
     overflow: Overflow
+    inline: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,7 @@ class CheckedOptions:
     max_concurrency: int | None
     max_buffered: int
     overflow: Overflow
+    inline: bool
 
 
 def check_registration_options(options: Mapping[str, Any]) -> CheckedOptions:
@@ -147,6 +152,9 @@ def check_registration_options(options: Mapping[str, Any]) -> CheckedOptions:
     overflow = options.get("overflow", "block")
     if overflow not in OVERFLOW_POLICIES:
         raise ValueError(f"overflow must be one of {list(OVERFLOW_POLICIES)}, got {overflow!r}")
+    inline = options.get("inline", False)
+    if type(inline) is not bool:
+        raise TypeError(f"inline must be True or False, got {inline!r}")
     return CheckedOptions(
         validate,
         cast(tuple[Operator, ...], operators),
@@ -154,4 +162,5 @@ def check_registration_options(options: Mapping[str, Any]) -> CheckedOptions:
         max_concurrency,
         max_buffered,
         overflow,
+        inline,
     )

@@ -42,6 +42,7 @@ class Registration:
 
     __slots__ = (
         "_ended_callbacks",
+        "_inline",
         "_mailbox",
         "_make_mailbox",
         "_pipeline",
@@ -73,6 +74,7 @@ class Registration:
         max_buffered: int = 1000,
         overflow: Overflow = "block",
         make_mailbox: Callable[[Registration], Mailbox],
+        inline: bool = False,
     ) -> None:
         self.address = address
         self.handler = handler
@@ -93,6 +95,8 @@ class Registration:
         self._make_mailbox = make_mailbox
         self._mailbox: Mailbox | None = None
         self._ended_callbacks: list[Callable[[Registration], object]] = []
+        # Awaited inside the publish or send that reached it, not started as a task.
+        self._inline = inline
 
     @property
     def is_registered(self) -> bool:

@@ -1,0 +1,188 @@
+"""Inline handlers (``inline=True``): awaited inside the publish or send that reached them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+
+import pytest
+
+from tinybus import EventBus, HandlerFailure
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+async def test_an_inline_listener_runs_in_the_publishers_task_and_context(bus: EventBus) -> None:
+    seen: list[tuple[asyncio.Task[object] | None, str]] = []
+
+    @bus.on("event", inline=True)
+    async def listener(body: int) -> None:
+        seen.append((asyncio.current_task(), request_id.get()))
+
+    @bus.on("event")
+    async def in_a_task(body: int) -> None:
+        seen.append((asyncio.current_task(), request_id.get()))
+
+    request_id.set("r-1")
+    await bus.publish("event", 1)
+
+    publisher = asyncio.current_task()
+    assert seen[1] == (publisher, "r-1")  # the inline one runs after the publish reached all
+    assert seen[0][0] is not publisher  # the other one has a task of its own
+    assert seen[0][1] == "r-1"  # (which copies the context)
+
+
+async def test_inline_listeners_run_one_after_another_and_publish_waits_for_them(
+    bus: EventBus,
+) -> None:
+    order: list[str] = []
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @bus.on("event", inline=True)
+    async def first(body: int) -> None:
+        order.append("first starts")
+        started.set()
+        await release.wait()
+        order.append("first ends")
+
+    @bus.on("event", inline=True)
+    async def second(body: int) -> None:
+        order.append("second")
+
+    publishing = asyncio.create_task(bus.publish("event", 1))
+    await asyncio.wait_for(started.wait(), 1)
+    assert order == ["first starts"]  # second waits for first: one after another
+    assert not publishing.done()
+    release.set()
+    await asyncio.wait_for(publishing, 1)
+    assert order == ["first starts", "first ends", "second"]
+
+
+async def test_an_inline_listeners_failure_is_reported_and_the_next_one_still_runs(
+    bus: EventBus, failures: list[HandlerFailure]
+) -> None:
+    ran: list[int] = []
+
+    @bus.on("event", inline=True)
+    async def broken(body: int) -> None:
+        raise ValueError("bad body")
+
+    @bus.on("event", inline=True)
+    async def own_cancel(body: int) -> None:
+        raise asyncio.CancelledError  # its own, nobody cancels the publisher
+
+    @bus.on("event", inline=True)
+    async def fine(body: int) -> None:
+        ran.append(body)
+
+    await bus.publish("event", 7)  # raises nothing
+
+    assert ran == [7]
+    assert [type(failure.exception) for failure in failures] == [
+        ValueError,
+        asyncio.CancelledError,
+    ]
+    assert [failure.handler for failure in failures] == [broken, own_cancel]
+    assert bus.stats().totals.failed == 2
+
+
+async def test_cancelling_the_publisher_cancels_the_running_inline_listener_only(
+    bus: EventBus, failures: list[HandlerFailure]
+) -> None:
+    started = asyncio.Event()
+    outcome: list[str] = []
+    later_ran = asyncio.Event()
+
+    @bus.on("event", inline=True)
+    async def slow(body: int) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            outcome.append("slow cancelled")
+            raise
+
+    @bus.on("event", inline=True)
+    async def later(body: int) -> None:
+        later_ran.set()
+
+    publishing = asyncio.create_task(bus.publish("event", 1))
+    await asyncio.wait_for(started.wait(), 1)
+    publishing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await publishing
+
+    assert outcome == ["slow cancelled"]
+    # The listener not started yet still gets its message, in a task of the bus's own.
+    await asyncio.wait_for(later_ran.wait(), 1)
+    await asyncio.wait_for(bus.drain(), 1)
+    assert failures == []  # a cancelled publisher is not a handler failure
+
+
+async def test_without_an_awaiting_caller_an_inline_listener_runs_in_a_task(
+    bus: EventBus,
+) -> None:
+    tasks: list[asyncio.Task[object] | None] = []
+
+    @bus.on("event", inline=True)
+    async def listener(body: int) -> None:
+        await asyncio.sleep(0)
+        tasks.append(asyncio.current_task())
+
+    bus.publish_nowait("event", 1)
+    assert bus.stats().running_handlers == 1
+    await asyncio.wait_for(bus.drain(), 1)
+    assert len(tasks) == 1
+    assert tasks[0] is not asyncio.current_task()
+
+
+async def test_send_runs_an_inline_consumer_in_the_senders_task(bus: EventBus) -> None:
+    tasks: list[asyncio.Task[object] | None] = []
+
+    @bus.consumer("work", inline=True)
+    async def worker(message: object) -> None:
+        tasks.append(asyncio.current_task())
+
+    await bus.send("work", 1)
+    assert tasks == [asyncio.current_task()]
+
+
+async def test_requests_are_not_inline(bus: EventBus) -> None:
+    @bus.consumer("echo", inline=True)
+    async def echo(message: object) -> bool:
+        await asyncio.sleep(0)
+        return asyncio.current_task() is requester
+
+    requester = asyncio.current_task()
+    assert await bus.request("echo", 1) is False
+
+
+def test_keyboard_interrupt_in_an_inline_listener_reaches_the_publisher() -> None:
+    bus = EventBus()
+    ran: list[str] = []
+
+    @bus.on("event", inline=True)
+    async def interrupted(body: int) -> None:
+        raise KeyboardInterrupt
+
+    @bus.on("event", inline=True)
+    async def never(body: int) -> None:
+        ran.append("never")
+
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(bus.publish("event", 1))
+        # The listener after it is closed, not left un-awaited (filterwarnings=error).
+        assert ran == []
+        loop.run_until_complete(bus.close())
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_inline_must_be_a_bool(bus: EventBus, value: object) -> None:
+    async def listener(body: int) -> None: ...
+
+    with pytest.raises(TypeError, match="inline must be True or False"):
+        bus.on("event", listener, inline=value)  # type: ignore[arg-type]
