@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import aiopubsub
@@ -35,12 +36,13 @@ from tinybus import EventBus, Message
 DIRECT = "direct await"
 HANDROLLED = "hand-written bus"
 TINYBUS = "TinyBus"
+TINYBUS_INLINE = "TinyBus inline"
 PYEE = "pyee"
 BLINKER = "blinker"
 BUBUS = "bubus"
 AIOPUBSUB = "aiopubsub"
 RX = "reactivex Subject"
-CONTENDERS = (DIRECT, HANDROLLED, TINYBUS, PYEE, BLINKER, BUBUS, AIOPUBSUB, RX)
+CONTENDERS = (DIRECT, HANDROLLED, TINYBUS, TINYBUS_INLINE, PYEE, BLINKER, BUBUS, AIOPUBSUB, RX)
 BASELINES = (DIRECT, HANDROLLED)
 
 type Call = Callable[[int], Awaitable[object]]
@@ -51,6 +53,7 @@ NO_REPLIES = "no request/response: events have no reply"
 NO_OPERATORS = "no stream operators"
 NO_PATTERNS = "no wildcard subscriptions"
 NO_VALIDATION = "no body validation"
+NOT_INLINE = "requests are never inline"
 
 
 class Tally:
@@ -318,12 +321,17 @@ async def handrolled_publisher(
 
 
 async def tinybus_publisher(
-    stack: AsyncExitStack, tally: Tally, listeners: int, filtered: bool, patterns: int
+    stack: AsyncExitStack,
+    tally: Tally,
+    listeners: int,
+    filtered: bool,
+    patterns: int,
+    inline: bool = False,
 ) -> Publisher:
     bus = await stack.enter_async_context(EventBus())
     pipe = [ops.filter(even)] if filtered else None
     for listener in async_listeners(tally, listeners):
-        bus.on("event", listener, pipe=pipe)
+        bus.on("event", listener, pipe=pipe, inline=inline)
     for index, listener in enumerate(async_listeners(tally, patterns)):
         bus.on(f"other.{index}.*", listener)
     # publish returns once every listener it reached has finished: nothing left to settle.
@@ -442,11 +450,12 @@ PUBLISHERS = {
     DIRECT: direct_publisher,
     HANDROLLED: handrolled_publisher,
     TINYBUS: tinybus_publisher,
+    TINYBUS_INLINE: partial(tinybus_publisher, inline=True),
     PYEE: pyee_publisher,
     BLINKER: blinker_publisher,
     BUBUS: bubus_publisher,
     AIOPUBSUB: aiopubsub_publisher,
     RX: rx_publisher,
 }
-FILTERING = (DIRECT, HANDROLLED, TINYBUS, RX)
-PATTERNS = (DIRECT, HANDROLLED, TINYBUS, AIOPUBSUB)
+FILTERING = (DIRECT, HANDROLLED, TINYBUS, TINYBUS_INLINE, RX)
+PATTERNS = (DIRECT, HANDROLLED, TINYBUS, TINYBUS_INLINE, AIOPUBSUB)

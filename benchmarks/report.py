@@ -33,6 +33,9 @@ CONTENDER_NOTES = {
     c.TINYBUS: "`await bus.request(...)` (default 30 s timeout armed) to a consumer annotated "
     "`Message[int]`; `await bus.publish(...)`, which returns once every listener has finished; "
     "listeners annotated `body: int`; `pipe=[ops.filter(...)]`; patterns `other.{i}.*`.",
+    c.TINYBUS_INLINE: "TinyBus with listeners registered `inline=True`: each listener's coroutine "
+    "is awaited inside `await bus.publish(...)`, one after another, with no task of its own "
+    "(README, \"Inline handlers\"). Requests are never inline.",
     c.PYEE: "`AsyncIOEventEmitter.emit` schedules each coroutine listener as a task and returns "
     "at once; the run ends with `await emitter.wait_for_complete()`.",
     c.BLINKER: "`await signal.send_async(body=x)` awaits each receiver in turn. It returns the "
@@ -182,7 +185,11 @@ class Report:
     def memory_table(self) -> list[str]:
         names = [*c.CONTENDERS]
         rows = [
-            ["bytes per registration"] + [f"{self.registrations[name]:,.0f}" for name in names],
+            ["bytes per registration"]
+            + [
+                f"{self.registrations[name]:,.0f}" if name in self.registrations else NA
+                for name in names
+            ],
             ["bytes per pending request"]
             + [f"{self.pending[name]:,.0f}" if name in self.pending else NA for name in names],
             ["bytes per pending request, beyond a direct await's"]

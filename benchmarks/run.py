@@ -82,7 +82,12 @@ class Result:
     latency: dict[str, tuple[float, float]] = field(default_factory=dict)  # p50, p99 in s
 
 
-NO_REPLIES = {c.PYEE: c.NO_REPLIES, c.AIOPUBSUB: c.NO_REPLIES, c.RX: c.NO_REPLIES}
+NO_REPLIES = {
+    c.PYEE: c.NO_REPLIES,
+    c.AIOPUBSUB: c.NO_REPLIES,
+    c.RX: c.NO_REPLIES,
+    c.TINYBUS_INLINE: c.NOT_INLINE,
+}
 BUBUS_CAPACITY = (
     "refuses a dispatch while 100 events are pending ('EventBus at capacity'); "
     "max_history_size=None lifts that but rescans its whole history per event (about 30 s "
@@ -327,8 +332,9 @@ def total_steps(chosen: list[Scenario], settings: Settings) -> int:
     for scenario in chosen:
         contenders = len(c.CONTENDERS) - len(scenario.na)
         total += contenders * (1 + settings.rounds * (2 if scenario.latency else 1))
-    # Memory: registrations, pending requests, soak warm-up, soak steps and timeouts.
-    return total + len(c.CONTENDERS) + 5 + 1 + SOAK_STEPS + 1
+    # Memory: registrations (every contender but TinyBus inline, whose are TinyBus's), pending
+    # requests, soak warm-up, soak steps and timeouts.
+    return total + len(c.CONTENDERS) - 1 + 5 + 1 + SOAK_STEPS + 1
 
 
 # -- main ------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ CONTENDERS = [
     "direct await",
     "hand-written bus",
     "TinyBus",
+    "TinyBus inline",
     "pyee",
     "blinker",
     "bubus",
