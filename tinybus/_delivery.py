@@ -16,6 +16,7 @@ call awaits.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from functools import partial
@@ -301,6 +302,8 @@ class Delivery:
         self.mailboxes: set[Mailbox] = set()
         self._collecting: Collected | None = None
         self._depth = 0
+        self._forget_task = self.tasks.discard
+        self._bare_context = contextvars.Context()
 
     def observer(self, registration: Registration) -> EventObserver:
         return EventObserver(self, registration)
@@ -313,10 +316,12 @@ class Delivery:
         collect: bool,
         registration: Registration,
         message: Message[Any] | None,
+        answers: bool = False,
     ) -> asyncio.Task[Any] | None:
         """Run what a handler returned in a task; the task if it is still running (None when it
         finished at once). Its outcome goes where it belongs (``_settle``) when it ends: the
-        task runs the handler's own coroutine, with no wrapper coroutine around it."""
+        task runs the handler's own coroutine, with no wrapper coroutine around it, or
+        ``_answer``'s (``answers=True``), which hands the outcome over itself."""
         coro: Coroutine[Any, Any, Any] = (
             cast(Coroutine[Any, Any, Any], awaitable)
             if type(awaitable) is CoroutineType
@@ -344,7 +349,11 @@ class Delivery:
             # would start it eagerly again, and the depth would have no bound.
             task = asyncio.Task(coro, loop=loop)
         self.tasks.add(task)
-        task.add_done_callback(partial(self._finished, registration, message))
+        if answers:
+            # Only to be forgotten: no partial and no context copy per pending request.
+            task.add_done_callback(self._forget_task, context=self._bare_context)
+        else:
+            task.add_done_callback(partial(self._finished, registration, message))
         if collect and self._collecting is not None:
             self._collecting.waits.append(task)
         return task
@@ -609,7 +618,7 @@ class Delivery:
         if is_awaitable(result):
             # Answered from inside the task, not by its done callback (scheduled one loop
             # iteration later): a handler that suspends has its requester resumed sooner.
-            return self._start(_answer(result, exchange), collect, registration, None)
+            return self._start(_answer(result, exchange), collect, registration, None, True)
         exchange.settle_value(result)
         return None
 

@@ -14,6 +14,7 @@ handler awaiting once) never costs a timer.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -91,6 +92,8 @@ class ReplyTable(abc.ObserverBase[Reply]):
         self.last_claimed = False  # whether the last reply pushed found its requester
         self._inline_reply: Reply | None = None
         self._arming: asyncio.Handle | None = None
+        # Timers run the bus's own code: they need no copy of the requester's context.
+        self._bare_context = contextvars.Context()
         self.stream: LoopSubject[Reply] = LoopSubject(self._on_resolver_error)
         self.stream.attach(self)
 
@@ -121,7 +124,9 @@ class ReplyTable(abc.ObserverBase[Reply]):
         loop = self._get_loop()
         for pending in queued:
             if not pending.future.done():
-                pending.timer = loop.call_at(pending.deadline, self._expire, pending)
+                pending.timer = loop.call_at(
+                    pending.deadline, self._expire, pending, context=self._bare_context
+                )
 
     def _expire(self, pending: PendingRequest) -> None:
         loop = self._get_loop()
