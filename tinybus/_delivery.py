@@ -38,7 +38,7 @@ from .errors import (
     ReplyFailedError,
     handler_name,
 )
-from .message import EMPTY_HEADERS, Message, copy_with_body, own_copy
+from .message import EMPTY_HEADERS, Message, copy_with_body, make_message, own_copy
 from .registration import Registration
 from .stats import Counters
 
@@ -133,14 +133,14 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
 class EventObserver(abc.ObserverBase[Message[Any]]):
     """Subscribes a registration to its address's subject: each message becomes a delivery."""
 
-    __slots__ = ("_delivery", "_registration")
+    __slots__ = ("_delivery", "registration")
 
     def __init__(self, delivery: Delivery, registration: Registration) -> None:
         self._delivery = delivery
-        self._registration = registration
+        self.registration = registration
 
     def on_next(self, value: Message[Any]) -> None:
-        registration = self._registration
+        registration = self.registration
         if registration._pipeline is None and registration._mailbox is None:  # pyright: ignore[reportPrivateUsage]
             # Unregistered by a handler called before it for this very message: nothing more.
             if registration._registered:  # pyright: ignore[reportPrivateUsage]
@@ -266,18 +266,24 @@ class Leg:
         return await self._converse(self._reply_address, body, headers, timeout, None)
 
 
-type InlineCall = tuple[Registration, Message[Any], Awaitable[Any]]
+type InlineCall = tuple[Registration, Awaitable[Any]]
+# What ``Delivery.start_plain`` leaves to ``Delivery.finish``: inline handlers to run,
+# started ones to wait for, a refusal to raise, and the message if it was made.
+type Unfinished = tuple[
+    list[InlineCall], list[asyncio.Future[None]], BaseException | None, Message[Any] | None
+]
 
 
 class Collected:
-    """What one publish or send set off that its caller awaits: handlers that were started at
-    once, inline handlers to run, and room in buffers under ``overflow="block"``; and the
-    first refusal to raise."""
+    """What one publish or send of ``message`` set off that its caller awaits: handlers that
+    were started at once, inline handlers to run, and room in buffers under
+    ``overflow="block"``; and the first refusal to raise."""
 
-    __slots__ = ("can_wait", "inline", "refusal", "waits")
+    __slots__ = ("can_wait", "inline", "message", "refusal", "waits")
 
-    def __init__(self, can_wait: bool) -> None:
+    def __init__(self, can_wait: bool, message: Message[Any]) -> None:
         self.can_wait = can_wait
+        self.message = message
         self.waits: list[asyncio.Future[None]] = []
         self.inline: list[InlineCall] = []
         self.refusal: BaseException | None = None
@@ -323,7 +329,7 @@ class Delivery:
         task runs the handler's own coroutine, with no wrapper coroutine around it, or
         ``_answer``'s (``answers=True``), which hands the outcome over itself."""
         coro: Coroutine[Any, Any, Any] = (
-            cast(Coroutine[Any, Any, Any], awaitable)
+            cast("Coroutine[Any, Any, Any]", awaitable)
             if type(awaitable) is CoroutineType
             else _awaited(awaitable)
         )
@@ -399,7 +405,7 @@ class Delivery:
         """Run ``push(message)``; what the caller must await, or None when there is nothing.
         ``can_wait=False`` for a caller that will not await (nobody is held for room)."""
         outer = self._collecting
-        collected = self._collecting = Collected(can_wait)
+        collected = self._collecting = Collected(can_wait, message)
         try:
             push(message)
         finally:
@@ -408,43 +414,143 @@ class Delivery:
             return collected
         return None
 
-    async def wait(self, collected: Collected) -> None:
-        calls = collected.inline
-        # Inline handlers first, one after another in the caller's task; their failures are
-        # reported, never raised to the caller.
-        for index, (registration, message, awaitable) in enumerate(calls):
+    def wait(self, collected: Collected) -> Coroutine[Any, Any, None]:
+        """What the caller of a publish or send awaits: ``finish`` for what it collected."""
+        message = collected.message
+        return self.finish(
+            collected.inline,
+            collected.waits,
+            collected.refusal,
+            message,
+            message.body,
+            message.address,
+        )
+
+    async def finish(
+        self,
+        inline: list[InlineCall],
+        waits: list[asyncio.Future[None]],
+        refusal: BaseException | None,
+        message: Message[Any] | None,
+        body: Any,
+        address: str,
+    ) -> None:
+        """Await inline handlers one after another, in the caller's task, then the started
+        handlers and the room waited for; then raise the first refusal."""
+        for call in inline:
             try:
-                await awaitable
-            except asyncio.CancelledError as exc:
-                task = asyncio.current_task()
-                if task is None or not task.cancelling():  # the handler raised it itself
-                    self.report_failure(registration, message, exc)
-                    continue
-                # The caller is cancelled, and the handler running with it too. The ones not
-                # started yet still have their message: they run as the bus's tasks.
-                for later, later_message, later_awaitable in calls[index + 1 :]:
-                    self._start(later_awaitable, False, later, later_message)
-                raise
-            except Exception as exc:
-                self.report_failure(registration, message, exc)
-            except BaseException:  # KeyboardInterrupt, SystemExit: the rest will not run
-                for _, _, later_awaitable in calls[index + 1 :]:
-                    if type(later_awaitable) is CoroutineType:
-                        cast(Coroutine[Any, Any, Any], later_awaitable).close()
-                raise
-        waits = collected.waits
+                await call[1]
+            except BaseException as exc:
+                message = self.inline_failed(inline, call, exc, waits, message, body, address)
         if waits:
             try:
                 # asyncio.wait, not ``await task``: cancelling the publisher must not cancel
                 # the handlers its message reached; they belong to the bus.
                 await asyncio.wait(waits)
             except asyncio.CancelledError:
-                for waiter in waits:
-                    if not isinstance(waiter, asyncio.Task):
-                        waiter.cancel()  # withdraw the items still waiting for room
+                self._withdraw(waits)
                 raise
-        if collected.refusal is not None:
-            raise collected.refusal
+        if refusal is not None:
+            raise refusal
+
+    def inline_failed(
+        self,
+        inline: list[InlineCall],
+        call: InlineCall,
+        exc: BaseException,
+        waits: list[asyncio.Future[None]],
+        message: Message[Any] | None,
+        body: Any,
+        address: str,
+    ) -> Message[Any]:
+        """``call``, one of ``inline``, raised ``exc``: report it (with ``message``, made now if
+        there was none, and returned), or raise ``exc`` when it is the caller's cancellation
+        (the inline handlers not started yet then run as the bus's tasks), ``KeyboardInterrupt``
+        or ``SystemExit``."""
+        if message is None:
+            message = make_message(body, address, EMPTY_HEADERS, None)
+        later = inline[inline.index(call) + 1 :]
+        if isinstance(exc, asyncio.CancelledError):
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # The caller is cancelled, and the handler running with it too. The ones not
+                # started yet still have their message.
+                for registration, awaitable in later:
+                    self._start(awaitable, False, registration, message)
+                self._withdraw(waits)
+                raise exc
+        elif not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: the rest won't run
+            for _, awaitable in later:
+                if type(awaitable) is CoroutineType:
+                    cast("Coroutine[Any, Any, Any]", awaitable).close()
+            raise exc
+        self.report_failure(call[0], message, exc)
+        return message
+
+    @staticmethod
+    def _withdraw(waits: list[asyncio.Future[None]]) -> None:
+        """A cancelled caller withdraws its items still waiting for room."""
+        for waiter in waits:
+            if not isinstance(waiter, asyncio.Task):
+                waiter.cancel()
+
+    def start_plain(
+        self, registrations: tuple[Registration, ...], body: Any, address: str
+    ) -> Unfinished | None:
+        """An awaited ``publish`` to an address whose handlers all take the body, with no
+        pipe, no buffer and no other subscriber (``Route.plain``): what the address's subject
+        and each ``EventObserver.on_next`` would do, without making the ``Message`` unless
+        someone needs it (a failure to report, a task to start, a buffer to enter). What is
+        left to ``finish``, or None."""
+        message: Message[Any] | None = None
+        inline: list[InlineCall] | None = None
+        waits: list[asyncio.Future[None]] | None = None
+        refusal: BaseException | None = None
+        counts = self.counts
+        for registration in registrations:
+            if registration._mailbox is not None:  # pyright: ignore[reportPrivateUsage]
+                # Paused since (maybe by a handler before it, for this very message).
+                if message is None:
+                    message = make_message(body, address, EMPTY_HEADERS, None)
+                entered = self.collect(partial(self.enter_event, registration), message, True)
+                if entered is not None:
+                    waits = [*(waits or ()), *entered.waits]
+                    refusal = refusal or entered.refusal
+                continue
+            if not registration._registered:  # pyright: ignore[reportPrivateUsage]
+                continue  # unregistered by a handler called before it
+            registration.delivered += 1
+            counts.delivered += 1
+            accepts = registration._types.accepts  # pyright: ignore[reportPrivateUsage]
+            try:
+                result = registration.handler(
+                    body if accepts is None else accepts.check(body, address, "the body sent to")
+                )
+            except (Exception, asyncio.CancelledError) as exc:  # the handler's, not the caller's
+                if message is None:
+                    message = make_message(body, address, EMPTY_HEADERS, None)
+                self.report_failure(registration, message, exc)
+                continue
+            if type(result) is not CoroutineType and (result is None or not is_awaitable(result)):
+                continue
+            awaitable = cast("Awaitable[Any]", result)
+            if registration._inline:  # pyright: ignore[reportPrivateUsage]
+                if inline is None:
+                    inline = [(registration, awaitable)]
+                else:
+                    inline.append((registration, awaitable))
+                continue
+            if message is None:
+                message = make_message(body, address, EMPTY_HEADERS, None)
+            task = self._start(awaitable, False, registration, message)
+            if task is not None:
+                if waits is None:
+                    waits = [task]
+                else:
+                    waits.append(task)
+        if inline is None and waits is None and refusal is None:
+            return None
+        return inline or [], waits or [], refusal, message
 
     def hold_caller(self) -> asyncio.Future[None] | None:
         collecting = self._collecting
@@ -509,7 +615,7 @@ class Delivery:
             )
             self.report_failure(registration, None, error)
             return None
-        message = cast(Message[Any], item)
+        message = cast("Message[Any]", item)
         reply_address = message.reply_address
         if reply_address is None or registration.role != "consumer":
             return self.deliver_event(registration, message, collect)
@@ -539,7 +645,7 @@ class Delivery:
 
     def discard(self, registration: Registration, item: Any, error: MessageDroppedError) -> None:
         if isinstance(item, Message):
-            message = cast(Message[Any], item)
+            message = cast("Message[Any]", item)
             reply_address = message.reply_address
             if reply_address is not None and registration.role == "consumer":
                 if self._requester_waiting(reply_address):
@@ -555,7 +661,7 @@ class Delivery:
         collecting = self._collecting
         is_request = (
             isinstance(item, Message)
-            and cast(Message[Any], item).reply_address is not None
+            and cast("Message[Any]", item).reply_address is not None
             and registration.role == "consumer"
         )
         if collecting is not None and not is_request:
@@ -583,10 +689,11 @@ class Delivery:
             self.report_failure(registration, message, exc)
             return None
         if is_awaitable(result):
-            if registration._inline and collect:  # pyright: ignore[reportPrivateUsage]
+            # (A registration with a buffer counts what it runs: a task, as always.)
+            if registration._inline and collect and registration._mailbox is None:  # pyright: ignore[reportPrivateUsage]
                 collecting = self._collecting
                 if collecting is not None and collecting.can_wait:
-                    collecting.inline.append((registration, message, result))
+                    collecting.inline.append((registration, result))
                     return None
             return self._start(result, collect, registration, message)
         return None

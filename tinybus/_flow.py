@@ -163,7 +163,7 @@ class Mailbox:
 
     def _finished(self, task: asyncio.Future[None]) -> None:
         self.running -= 1
-        if task.cancelled() and cast(asyncio.Task[None], task).cancelling():
+        if task.cancelled() and cast("asyncio.Task[None]", task).cancelling():
             # Cancelled from outside: the loop or the bus is shutting down. What waits stays
             # for the next loop (or for close() to drop and report it).
             return

@@ -73,7 +73,7 @@ class Pipeline:
                 "pipe must hold reactivex operators, each taking an Observable and returning "
                 f"one, such as ops.map(function); together they made {stream!r}"
             )
-        self._stream: Observable[Any] = cast(Observable[Any], stream)
+        self._stream: Observable[Any] = cast("Observable[Any]", stream)
         self._subscription: abc.DisposableBase | None = None
         self._subscribing = False
         self._ended = False
@@ -131,7 +131,7 @@ class Pipeline:
         if (
             awaiting is not None
             and isinstance(value, Message)
-            and cast(Message[Any], value).reply_address == awaiting
+            and cast("Message[Any]", value).reply_address == awaiting
         ):
             self._awaiting = None
         self._admit(value)

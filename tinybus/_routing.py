@@ -30,6 +30,8 @@ class Route:
         "consumers",
         "listeners",
         "next_consumer",
+        "plain_of",
+        "plain_registrations",
         "published",
         "requested",
         "sent",
@@ -43,6 +45,30 @@ class Route:
         self.consumers: list[Registration] = []
         self.listeners: list[Registration] = []
         self.next_consumer = 0
+        # plain()'s answer, and the subject's observers it was worked out for.
+        self.plain_registrations: tuple[Registration, ...] | None = None
+        self.plain_of: tuple[abc.ObserverBase[Message[Any]], ...] | None = None
+
+    def plain(self) -> tuple[Registration, ...] | None:
+        """The registrations behind the subject's observers, in order, when every one is a
+        registration whose handler takes the body with no pipe and no buffer: a publish may
+        then call them without going through the subject. None otherwise."""
+        observers = self.subject.subscribers
+        if observers is not self.plain_of:  # (a new tuple on every (un)subscribe)
+            self.plain_of = observers
+            registrations: list[Registration | None] = [
+                getattr(observer, "registration", None) for observer in observers
+            ]
+            plain = [
+                registration
+                for registration in registrations
+                if registration is not None
+                and registration._pipeline is None  # pyright: ignore[reportPrivateUsage]
+                and registration._mailbox is None  # pyright: ignore[reportPrivateUsage]
+                and not registration._takes_messages  # pyright: ignore[reportPrivateUsage]
+            ]
+            self.plain_registrations = tuple(plain) if len(plain) == len(observers) else None
+        return self.plain_registrations
 
 
 class Router:

@@ -75,9 +75,9 @@ def _pairs(headers: object) -> Iterator[tuple[str, str]]:
         yield from headers.pairs()
         return
     if isinstance(headers, Mapping):
-        items: Iterable[tuple[object, object]] = cast(Mapping[object, object], headers).items()
+        items: Iterable[tuple[object, object]] = cast("Mapping[object, object]", headers).items()
     elif isinstance(headers, list | tuple):
-        items = cast(Iterable[tuple[object, object]], headers)
+        items = cast("Iterable[tuple[object, object]]", headers)
     else:
         raise TypeError(
             "headers must be a mapping of str to str (or to a list of str), or (name, value) "
@@ -87,7 +87,7 @@ def _pairs(headers: object) -> Iterator[tuple[str, str]]:
         name, value = item
         if type(name) is not str:
             raise TypeError(f"header names must be str, got {name!r} of type {type(name).__name__}")
-        values = cast(list[object], value) if isinstance(value, list | tuple) else [value]
+        values = cast("list[object]", value) if isinstance(value, list | tuple) else [value]
         for one in values:
             if type(one) is not str:
                 raise TypeError(

@@ -136,7 +136,7 @@ def check_registration_options(options: Mapping[str, Any]) -> CheckedOptions:
     pipe: object = options.get("pipe") or ()
     if isinstance(pipe, str | bytes) or not isinstance(pipe, Sequence):
         raise TypeError(f"pipe must be a list of reactivex operators, got {pipe!r}")
-    operators = tuple(cast(Sequence[object], pipe))
+    operators = tuple(cast("Sequence[object]", pipe))
     for operator in operators:
         if not callable(operator):
             raise TypeError(f"pipe must hold reactivex operators, got {operator!r}")
@@ -157,7 +157,7 @@ def check_registration_options(options: Mapping[str, Any]) -> CheckedOptions:
         raise TypeError(f"inline must be True or False, got {inline!r}")
     return CheckedOptions(
         validate,
-        cast(tuple[Operator, ...], operators),
+        cast("tuple[Operator, ...]", operators),
         on_error,
         max_concurrency,
         max_buffered,
