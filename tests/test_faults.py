@@ -192,14 +192,6 @@ async def test_the_bus_recovers_from_a_handler_that_blocks_the_loop(
     assert bus.stats().totals.replied == 2  # patient's and the echo; 21 late ones dropped
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="DEFECT: a reply given while the request is being sent (a handler that does not "
-    "suspend) is never checked against the deadline: a consumer blocking the loop past the "
-    "timeout has its reply returned, though the README says a reply at or after the deadline "
-    "is late and a timeout never comes late",
-)
 @pytest.mark.parametrize("style", ["sync", "async, before suspending"])
 async def test_a_reply_after_the_deadline_is_late_even_when_given_inline(
     bus: EventBus, style: str
@@ -361,13 +353,6 @@ async def test_cancelling_a_requester_at_every_await_point(
     assert set(phases) == expected, phases
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="DEFECT: a handler's failure that reached the requester's future but not the "
-    "requester (cancelled in the same loop iteration) is lost: neither raised nor on "
-    "bus.errors nor logged",
-)
 async def test_a_failure_in_flight_to_a_cancelled_requester_is_reported(
     bus: EventBus, failures: list[HandlerFailure], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -56,7 +56,7 @@ class Reply:
 
 
 class PendingRequest:
-    __slots__ = ("address", "deadline", "future", "reply_address", "timeout", "timer")
+    __slots__ = ("address", "deadline", "future", "outcome", "reply_address", "timeout", "timer")
 
     def __init__(
         self,
@@ -72,6 +72,7 @@ class PendingRequest:
         self.timeout = timeout
         self.deadline = deadline
         self.timer: asyncio.TimerHandle | None = None
+        self.outcome: Reply | None = None  # the reply its future was settled with
 
 
 class ReplyTable(abc.ObserverBase[Reply]):
@@ -102,10 +103,11 @@ class ReplyTable(abc.ObserverBase[Reply]):
         return len(self._pending)
 
     def expect(
-        self, reply_address: str, address: str, timeout: float, loop: asyncio.AbstractEventLoop
+        self, reply_address: str, address: str, timeout: float, deadline: float
     ) -> PendingRequest:
+        """Wait for the reply at ``reply_address`` until ``deadline`` (on the loop's clock)."""
         pending = PendingRequest(
-            reply_address, address, loop.create_future(), timeout, loop.time() + timeout
+            reply_address, address, self._get_loop().create_future(), timeout, deadline
         )
         self._pending[reply_address] = pending
         return pending
@@ -173,11 +175,32 @@ class ReplyTable(abc.ObserverBase[Reply]):
         self._inline_reply = None
         return outer
 
-    def unwatch_inline(self, outer: tuple[str | None, Reply | None]) -> Reply | None:
-        """The reply caught since ``watch_inline``, if any."""
+    def unwatch_inline(
+        self, outer: tuple[str | None, Reply | None], address: str, timeout: float, deadline: float
+    ) -> Reply | None:
+        """The reply caught since ``watch_inline``, if any; one that came at or after the
+        deadline (a handler that blocked the loop) is late, as in ``on_next``: its requester
+        gets a ``HandlerTimeoutError`` instead."""
         caught = self._inline_reply
         self._inline_address, self._inline_reply = outer
+        if caught is None:
+            return None
+        if self._get_loop().time() >= deadline:
+            self._drop_late(caught)
+            timed_out = HandlerTimeoutError(address, timeout)
+            return Reply(caught.reply_address, None, timed_out, caught.source)
+        self._count(caught)
         return caught
+
+    def abandon(self, reply_address: str) -> None:
+        """The requester was cancelled: an outcome that reached its future but not the
+        requester itself (cancelled in the same loop iteration) is a late one."""
+        pending = self._pending.get(reply_address)
+        if pending is None or pending.outcome is None or pending.future.cancelled():
+            return
+        pending.future.exception()  # (retrieved: it is reported below, not by asyncio)
+        self._count(pending.outcome, -1)  # it did not reach the requester after all
+        self._drop_late(pending.outcome)
 
     def push(self, reply: Reply) -> None:
         self.stream.on_next(reply)
@@ -194,9 +217,9 @@ class ReplyTable(abc.ObserverBase[Reply]):
         self.last_claimed = True
         if reply.reply_address == self._inline_address and self._inline_reply is None:
             self._inline_reply = reply  # answered while being sent: see watch_inline
-            self._count(reply)
             return
-        pending = self._pending.pop(reply.reply_address, None)
+        # (Left in the table until its requester forgets it: see ``abandon``.)
+        pending = self._pending.get(reply.reply_address)
         if pending is not None and self._get_loop().time() >= pending.deadline:
             # Past its deadline, the timer just has not run yet (a busy loop): a timeout never
             # comes late, so this reply is the late one.
@@ -204,31 +227,36 @@ class ReplyTable(abc.ObserverBase[Reply]):
         if pending is None or pending.future.done():
             self.last_claimed = False
             # The requester timed out, was cancelled, or the bus closed: the reply is late.
-            if reply.error is not None:
-                self._on_unclaimed_failure(reply)  # (reported, and counted, as a failure)
-            else:
-                logger.debug("dropped a late reply to %s", reply.reply_address)
+            self._drop_late(reply)
             return
         self._count(reply)
         if pending.timer is not None:
             pending.timer.cancel()
+        pending.outcome = reply
         if reply.error is None:
             pending.future.set_result(reply)
         else:
             pending.future.set_exception(reply.error)
 
-    def _count(self, reply: Reply) -> None:
-        """Count an outcome that reached its requester (drops are the mailbox's to count)."""
+    def _drop_late(self, reply: Reply) -> None:
+        if reply.error is not None:
+            self._on_unclaimed_failure(reply)  # (reported, and counted, as a failure)
+        else:
+            logger.debug("dropped a late reply to %s", reply.reply_address)
+
+    def _count(self, reply: Reply, step: int = 1) -> None:
+        """Count an outcome that reached its requester (drops are the mailbox's to count);
+        ``step=-1`` takes it back."""
         error = reply.error
         source = reply.source
         if error is None:
-            self._counts.replied += 1
+            self._counts.replied += step
             if source is not None:
-                source.replied += 1
+                source.replied += step
         elif not isinstance(error, MessageDroppedError):
-            self._counts.failed += 1
+            self._counts.failed += step
             if source is not None:
-                source.failed += 1
+                source.failed += step
 
     def _on_resolver_error(self, exc: Exception, observer: object, value: object) -> None:
         logger.error("resolving a reply failed", exc_info=exc)

@@ -572,21 +572,25 @@ class EventBus:
             reply_address, started = self._start_request(
                 loop, routed, body, message_headers, timeout, copies
             )
-            if type(started) is Reply:  # answered while being sent: no future, no timer
-                if started.error is not None:
-                    raise started.error
-                reply = started
-            else:
-                try:
-                    reply = await cast("asyncio.Future[Reply]", started)
-                except HandlerTimeoutError:
-                    if retries == 0:
+            try:
+                if type(started) is Reply:  # answered while being sent: no future, no timer
+                    if started.error is not None:
+                        raise started.error
+                    reply = started
+                else:
+                    try:
+                        reply = await cast("asyncio.Future[Reply]", started)
+                    except asyncio.CancelledError:
+                        self._replies.abandon(reply_address)
                         raise
-                    retries -= 1
-                    logger.debug("request to %r timed out; retrying (%d left)", routed, retries)
-                    continue
-                finally:
-                    self._replies.forget(reply_address)
+                    finally:
+                        self._replies.forget(reply_address)
+            except HandlerTimeoutError:
+                if retries == 0:
+                    raise
+                retries -= 1
+                logger.debug("request to %r timed out; retrying (%d left)", routed, retries)
+                continue
             answer = reply.body
             if response_type is not None:
                 answer = _checked_response(routed, answer, response_type)
@@ -615,7 +619,7 @@ class EventBus:
         loop = self._running_loop(reply_address)
         timeout = self._default_timeout if timeout is None else check_timeout(timeout)
         next_address = REPLY_PREFIX + new_message_id()
-        pending = self._replies.expect(next_address, reply_address, timeout, loop)
+        pending = self._replies.expect(next_address, reply_address, timeout, loop.time() + timeout)
         self._replies.arm(pending)
         try:
             self._push_reply(
@@ -630,6 +634,9 @@ class EventBus:
                     "no answer to it can come",
                 )
             reply = await pending.future
+        except asyncio.CancelledError:
+            self._replies.abandon(next_address)
+            raise
         finally:
             self._replies.forget(next_address)
         return self._reply_message(reply, reply.body)
@@ -657,14 +664,15 @@ class EventBus:
         registration = self._router.pick_consumer(address, True)
         self._counts.requested += 1
         replies = self._replies
+        deadline = loop.time() + timeout
         outer = replies.watch_inline(reply_address)
         try:
             self._delivery.enter_request(registration, message)
         finally:
-            inline = replies.unwatch_inline(outer)
+            inline = replies.unwatch_inline(outer, address, timeout, deadline)
         if inline is not None:
             return reply_address, inline
-        pending = replies.expect(reply_address, address, timeout, loop)
+        pending = replies.expect(reply_address, address, timeout, deadline)
         replies.arm(pending)
         return reply_address, pending.future
 
