@@ -8,6 +8,15 @@ import pytest
 from tinybus import EventBus, HandlerFailure
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow",
+        action="store_true",
+        default=False,
+        help="run the stateful model test (tests/test_model.py) with 3000 examples, not 300",
+    )
+
+
 @pytest.fixture
 async def bus() -> AsyncIterator[EventBus]:
     async with EventBus(default_timeout=5.0, close_timeout=0.1) as bus:

@@ -914,7 +914,9 @@ async def test_close_in_the_middle_of_heavy_traffic(close_after: int) -> None:
             isinstance(f.exception, MessageDroppedError) and f.exception.reason == "closed"
             for f in failures
         ), [f.exception for f in failures]
-        assert bus.stats().totals.dropped == len(failures)
+        # Also counted, not reported: buffered requests skipped because their requesters
+        # already had their BusClosedError.
+        assert bus.stats().totals.dropped >= len(failures)
         if close_after > 1000:  # by then the archive is stuck, its buffer full, publishers held
             assert len(failures) > 8
         for later in (
@@ -1491,14 +1493,6 @@ async def test_asyncio_timeout_inside_a_handler_cancelled_by_close() -> None:
     assert_nothing_left(bus, subscriptions=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="DEFECT: a handler task cancelled by anything but close() (its own "
-    "asyncio.current_task().cancel(), or another task) is taken for one cancelled by close(): "
-    "its requester gets no answer and waits out its whole timeout, and a listener's "
-    "cancellation is not reported",
-)
 @pytest.mark.parametrize("who", ["itself", "another task"])
 async def test_a_handler_task_cancelled_outside_close_is_a_failure(
     bus: EventBus, failures: list[HandlerFailure], who: str

@@ -113,14 +113,14 @@ async def _answer(result: Awaitable[Any], exchange: Exchange) -> None:
     try:
         value = await result
     except BaseException as exc:
-        task = asyncio.current_task()
-        if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+        cancelled = isinstance(exc, asyncio.CancelledError)
+        if cancelled and exchange.closing:
             raise  # cancelled by close(), whose requesters have their BusClosedError already
         exchange.settle_error(exc)
-        if not isinstance(exc, Exception | asyncio.CancelledError):
-            raise  # KeyboardInterrupt and SystemExit go on
-        # (A CancelledError of the handler's own, with nobody cancelling this task, is its
-        # failure, now its requester's answer: the task ends normally.)
+        if not isinstance(exc, Exception):
+            raise  # KeyboardInterrupt and SystemExit go on, and so does a cancellation
+        # (Cancelled by its own code or another task's, the handler failed: its requester
+        # has that answer, and the task ends cancelled.)
     else:
         exchange.settle_value(value)
 
@@ -169,6 +169,10 @@ class Exchange:
         self._registration = registration
         self._message = message
         self.answered = False
+
+    @property
+    def closing(self) -> bool:
+        return self._delivery.closing
 
     def _first(self, what: str) -> bool:
         if self.answered:
@@ -308,6 +312,8 @@ class Delivery:
         self.mailboxes: set[Mailbox] = set()
         self._collecting: Collected | None = None
         self._depth = 0
+        # Set once close() cancels the running handlers: their cancellation is no failure.
+        self.closing = False
         self._forget_task = self.tasks.discard
         self._bare_context = contextvars.Context()
 
@@ -348,7 +354,8 @@ class Delivery:
                 self._depth -= 1
                 self._collecting = collecting
             if task.done():
-                self._settle(registration, message, task)
+                if not answers:  # (an _answer has handed its outcome over already)
+                    self._settle(registration, message, task)
                 return None
         else:
             # Deliberately not loop.create_task: an eager task factory installed on the loop
@@ -376,13 +383,13 @@ class Delivery:
         """Send a finished handler's outcome on: a request's reply (or failure) to its
         requester, a failure of anything else to ``bus.errors``."""
         if task.cancelled():
-            if task.cancelling():
-                # Cancelled from outside (by close(), whose requesters have their
-                # BusClosedError already): not a failure of the handler.
+            if self.closing:
+                # Cancelled by close(), whose requesters have their BusClosedError already:
+                # not a failure of the handler.
                 return
             try:
                 task.result()
-            except asyncio.CancelledError as cancelled:  # the handler raised it itself
+            except asyncio.CancelledError as cancelled:  # by itself, or by other code
                 self._settle_failure(registration, message, cancelled)
             return
         exc = task.exception()
@@ -623,6 +630,10 @@ class Delivery:
         # given up on by its requester, or already failed (rejected by the consumer's pipe).
         if not self._requester_waiting(reply_address):
             logger.debug("dropped a request to %r: its requester stopped waiting", message.address)
+            mailbox = registration._mailbox  # pyright: ignore[reportPrivateUsage]
+            if mailbox is not None:  # it waited in the buffer: a drop of flow control's
+                mailbox.dropped += 1
+                self.counts.dropped += 1
             return None
         return self.deliver_request(registration, message, collect)
 
@@ -738,12 +749,14 @@ class Delivery:
 
     async def cancel_running(self) -> None:
         """Cancel every running handler (but the caller) and wait until they have stopped."""
+        self.closing = True
         for task in self.others():
             task.cancel()
         while running := self.others():
             await asyncio.wait(running)
 
     def reset(self) -> None:
+        self.closing = False
         self.tasks.clear()
         for mailbox in self.mailboxes:
             mailbox.reset()

@@ -17,7 +17,7 @@ from typing import Any
 
 from reactivex import abc
 
-from ._patterns import PatternIndex, is_pattern
+from ._patterns import PatternIndex, ensure_concrete, is_pattern
 from ._subject import LoopSubject, ObserverErrorHandler
 from .errors import HandlerAlreadyRegisteredError, HandlerNotFoundError
 from .message import Message
@@ -27,7 +27,9 @@ from .registration import Registration
 class Route:
     __slots__ = (
         "address",
+        "consumer_index",
         "consumers",
+        "listener_index",
         "listeners",
         "next_consumer",
         "plain_of",
@@ -44,6 +46,11 @@ class Route:
         self.published = self.sent = self.requested = 0  # for bus.stats()
         self.consumers: list[Registration] = []
         self.listeners: list[Registration] = []
+        # Each hashable handler of the lists above -> its registration, for an O(1) duplicate
+        # check at registration. A list holds more members than its index only when some of
+        # their handlers are unhashable: then a registration scans the list.
+        self.consumer_index: dict[object, Registration] = {}
+        self.listener_index: dict[object, Registration] = {}
         self.next_consumer = 0
         # plain()'s answer, and the subject's observers it was worked out for.
         self.plain_registrations: tuple[Registration, ...] | None = None
@@ -113,21 +120,42 @@ class Router:
         observer: abc.ObserverBase[Message[Any]],
     ) -> None:
         route = self.ensure(registration.address)
-        members = route.consumers if registration.role == "consumer" else route.listeners
-        if any(member.handler == registration.handler for member in members):
-            raise HandlerAlreadyRegisteredError(registration.address, registration.handler)
+        consumer = registration.role == "consumer"
+        members = route.consumers if consumer else route.listeners
+        index = route.consumer_index if consumer else route.listener_index
+        handler = registration.handler
+        try:
+            hash(handler)
+            hashable = True
+        except Exception:  # unhashable (a bound method of an unhashable object, say)
+            hashable = False
+        if hashable and len(index) == len(members):  # every member is in the index
+            duplicate = handler in index
+        else:
+            duplicate = any(member.handler == handler for member in members)
+        if duplicate:
+            raise HandlerAlreadyRegisteredError(registration.address, handler)
         members.append(registration)
+        if hashable:
+            index[handler] = registration
         registration._subscription = route.subject.attach(observer)  # pyright: ignore[reportPrivateUsage]
 
     def remove(self, registration: Registration) -> None:
         route = self.find(registration.address)
         if route is not None:
-            members = route.consumers if registration.role == "consumer" else route.listeners
+            consumer = registration.role == "consumer"
+            members = route.consumers if consumer else route.listeners
             if registration in members:
                 index = members.index(registration)
                 del members[index]
-                if members is route.consumers and index < route.next_consumer:
+                if consumer and index < route.next_consumer:
                     route.next_consumer -= 1
+                handlers = route.consumer_index if consumer else route.listener_index
+                try:
+                    if handlers.get(registration.handler) is registration:
+                        del handlers[registration.handler]
+                except Exception:  # unhashable: never indexed
+                    pass
         subscription = registration._subscription  # pyright: ignore[reportPrivateUsage]
         if subscription is not None:
             registration._subscription = None  # pyright: ignore[reportPrivateUsage]
@@ -137,6 +165,7 @@ class Router:
         """The next consumer of ``address`` in round-robin order, for a request or a send."""
         route = self.routes.get(address)
         if route is None or not route.consumers:
+            ensure_concrete(address)  # (a pattern never has consumers: checked only here)
             raise HandlerNotFoundError(address)
         if request:
             route.requested += 1

@@ -20,7 +20,7 @@ from typing import Any, TypeVar, get_args, get_origin
 
 from pydantic import TypeAdapter, ValidationError
 
-from .errors import MessageValidationError
+from .errors import MessageValidationError, handler_name
 from .message import Message
 
 _UNCHECKED: tuple[object, ...] = (Any, object, inspect.Parameter.empty)
@@ -82,8 +82,12 @@ class HandlerTypes:
 
 def read_handler_types(handler: Callable[..., Any], role: str, validate: bool) -> HandlerTypes:
     """Read ``handler``'s annotations. A consumer's parameter is ``Message[T]``; a listener's
-    is the body ``T``, or ``Message[T]`` when it wants the whole message."""
-    parameter, returned = _signature_types(handler, evaluate=validate)
+    is the body ``T``, or ``Message[T]`` when it wants the whole message.
+
+    ``TypeError`` for a handler that could never handle a message: a generator function, or
+    one that cannot be called with one positional argument."""
+    _refuse_generator(handler, role)
+    parameter, returned = _signature_types(handler, role, evaluate=validate)
     is_message = _is_message_annotation(parameter)
     wants_message = role == "consumer" or is_message
     if not validate:
@@ -101,9 +105,29 @@ def read_handler_types(handler: Callable[..., Any], role: str, validate: bool) -
     return HandlerTypes(accepts, returns, wants_message)
 
 
-def _signature_types(handler: Callable[..., Any], evaluate: bool) -> tuple[Any, Any]:
+def _refuse_generator(handler: Callable[..., Any], role: str) -> None:
+    """Refuse a (async) generator function, or an object whose ``__call__`` is one: calling
+    it only makes a generator, and none of its body would ever run."""
+    # (inspect unwraps methods and partials; type(handler).__call__ is a callable object's.)
+    for candidate in (handler, type(handler).__call__):
+        if inspect.isasyncgenfunction(candidate):
+            kind = "an async generator function"
+        elif inspect.isgeneratorfunction(candidate):
+            kind = "a generator function"
+        else:
+            continue
+        if candidate is not handler:
+            kind = f"a callable object whose __call__ is {kind}"
+        raise TypeError(
+            f"{handler_name(handler)} is {kind} and cannot be a {role}: calling it only makes "
+            "a generator, so none of its body would run; make it a plain or async function"
+        )
+
+
+def _signature_types(handler: Callable[..., Any], role: str, evaluate: bool) -> tuple[Any, Any]:
     """The first positional parameter's annotation and the return annotation. Unless
-    ``evaluate``, string annotations (``from __future__ import annotations``) stay strings."""
+    ``evaluate``, string annotations (``from __future__ import annotations``) stay strings.
+    ``TypeError`` when the handler cannot be called with one positional argument."""
     try:
         signature = inspect.signature(handler, eval_str=evaluate)
     except (ValueError, TypeError):
@@ -113,6 +137,14 @@ def _signature_types(handler: Callable[..., Any], evaluate: bool) -> tuple[Any, 
             f"cannot read the annotations of {handler!r}: {exc}; define the types it names at "
             "module level, or register it with validate=False"
         ) from exc
+    try:
+        signature.bind(None)
+    except TypeError as exc:
+        given = "the message" if role == "consumer" else "the body (or the message)"
+        raise TypeError(
+            f"{handler_name(handler)} cannot be a {role}: the bus calls it with one positional "
+            f"argument ({given}), and its signature {signature} does not take one: {exc}"
+        ) from None
     parameters = [
         p
         for p in signature.parameters.values()

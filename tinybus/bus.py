@@ -7,6 +7,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from enum import Enum
 from functools import partial
 from types import TracebackType
 from typing import Any, Literal, Self, Unpack, cast, overload
@@ -51,8 +52,10 @@ from .message import (
 from .options import (
     DeliveryOptions,
     RegistrationOptions,
+    check_delivery_options,
     check_registration_options,
     check_timeout,
+    not_delivery_options,
 )
 from .producers import Publisher, Sender
 from .registration import Registration, Role
@@ -70,6 +73,13 @@ type Interceptor = Callable[[Envelope], Message[Any] | None]
 DEFAULT_TIMEOUT = 30.0
 RECENT_FAILURES = 5
 DEFAULT_CLOSE_TIMEOUT = 5.0
+
+
+class _Omitted(Enum):
+    """The default of ``consumer``'s and ``on``'s handler: omitted, they return a decorator
+    (so that an explicit ``None`` is refused, not taken for "omitted")."""
+
+    HANDLER = "no handler given"
 
 
 class EventBus:
@@ -95,6 +105,8 @@ class EventBus:
     ) -> None:
         self._default_timeout = check_timeout(default_timeout, "default_timeout")
         self._close_timeout = _check_grace(close_timeout)
+        if type(validate) is not bool:
+            raise TypeError(f"validate must be True or False, got {validate!r}")
         self._validate = validate
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -197,7 +209,7 @@ class EventBus:
     def consumer(
         self,
         address: AnyAddress,
-        handler: ConsumerHandler | None = None,
+        handler: ConsumerHandler | _Omitted = _Omitted.HANDLER,
         **options: Unpack[RegistrationOptions],
     ) -> Any:
         """Register ``handler`` as a consumer of ``address``; as a decorator when ``handler`` is
@@ -234,7 +246,7 @@ class EventBus:
     def on(
         self,
         address: AnyAddress,
-        listener: Listener | None = None,
+        listener: Listener | _Omitted = _Omitted.HANDLER,
         **options: Unpack[RegistrationOptions],
     ) -> Any:
         """Register ``listener`` for messages published to ``address``, or to every address
@@ -251,12 +263,12 @@ class EventBus:
     def _register_or_decorate(
         self,
         address: AnyAddress,
-        handler: Callable[..., Any] | None,
+        handler: Callable[..., Any] | _Omitted,
         role: Role,
         options: RegistrationOptions,
     ) -> Any:
         routed = to_address(address)
-        if handler is not None:
+        if handler is not _Omitted.HANDLER:  # (an explicit None is refused by _register)
             return self._register(routed, handler, role, options)
 
         def decorate[F: Callable[..., Any]](function: F) -> F:
@@ -773,9 +785,11 @@ class EventBus:
     ) -> None:
         """``publish_nowait`` from any thread: the message is published on the bus's loop, as
         soon as the loop gets to it. Errors there (the bus closed meanwhile, a full buffer under
-        ``overflow="error"``) are logged to the ``tinybus`` logger."""
+        ``overflow="error"``) are logged to the ``tinybus`` logger; a bad address, headers or
+        options raise here, in the calling thread."""
+        routed, frozen = _checked_from_thread(address, headers, options)
         self._call_threadsafe(
-            partial(self.publish_nowait, address, body, headers=headers, options=options)
+            partial(self.publish_nowait, routed, body, headers=frozen, options=options)
         )
 
     def _publish_now(
@@ -898,9 +912,10 @@ class EventBus:
         options: DeliveryOptions | None = None,
     ) -> None:
         """``send_nowait`` from any thread, as ``publish_threadsafe`` is for publishing; a
-        missing consumer is logged."""
+        missing consumer is logged; a bad address, headers or options raise here."""
+        routed, frozen = _checked_from_thread(address, headers, options)
         self._call_threadsafe(
-            partial(self.send_nowait, address, body, headers=headers, options=options)
+            partial(self.send_nowait, routed, body, headers=frozen, options=options)
         )
 
     def _send_now(
@@ -1094,8 +1109,14 @@ class EventBus:
         """The body to deliver (through the message's or its type's codec, copied if asked),
         and whether each handler gets a copy of its own."""
         codecs = self._codecs
-        if options is not None and options.codec is not None:
-            body = codecs.get(options.codec).transform(body)
+        codec_name = None
+        if options is not None:
+            try:
+                codec_name = options.codec
+            except AttributeError:  # not a DeliveryOptions (send reaches this first)
+                raise not_delivery_options(options) from None
+        if codec_name is not None:
+            body = codecs.get(codec_name).transform(body)
         elif codecs.defaults:
             body_type: type = type(body)  # pyright: ignore[reportUnknownVariableType]
             codec = codecs.defaults.get(body_type)
@@ -1116,10 +1137,12 @@ class EventBus:
     ) -> Sender:
         """A producer that sends and requests to ``address`` with these default options
         (``headers`` over ``options.headers``, ``timeout`` over ``options.timeout``)."""
+        routed = to_address(address)
+        ensure_concrete(routed)
         return Sender(
             self,
-            to_address(address),
-            (options or DeliveryOptions()).overlay(
+            routed,
+            (check_delivery_options(options) or DeliveryOptions()).overlay(
                 DeliveryOptions(headers=headers, timeout=timeout)
             ),
         )
@@ -1132,10 +1155,14 @@ class EventBus:
         options: DeliveryOptions | None = None,
     ) -> Publisher:
         """A producer that publishes to ``address`` with these default options."""
+        routed = to_address(address)
+        ensure_concrete(routed)
         return Publisher(
             self,
-            to_address(address),
-            (options or DeliveryOptions()).overlay(DeliveryOptions(headers=headers)),
+            routed,
+            (check_delivery_options(options) or DeliveryOptions()).overlay(
+                DeliveryOptions(headers=headers)
+            ),
         )
 
     # -- inspection --------------------------------------------------------------------------
@@ -1224,8 +1251,28 @@ def _check_grace(timeout: object) -> float:
     raise ValueError(f"close timeout must be a number of seconds >= 0, got {timeout!r}")
 
 
+def _checked_from_thread(
+    address: AnyAddress, headers: HeadersInput | None, options: DeliveryOptions | None
+) -> tuple[str, Headers | None]:
+    """For the ``*_threadsafe`` methods, in the calling thread (these checks are pure): the
+    address, refused if it is not one or is a pattern, and the headers, checked and copied
+    (so that the caller may change its dict at once); ``options`` must be a
+    ``DeliveryOptions``."""
+    routed = to_address(address)
+    ensure_concrete(routed)
+    check_delivery_options(options)
+    return routed, None if headers is None else freeze_headers(headers)
+
+
 def _merge_headers(headers: HeadersInput | None, options: DeliveryOptions | None) -> Headers:
-    base = None if options is None or options.headers is None else freeze_headers(options.headers)
+    base = None
+    if options is not None:
+        try:
+            option_headers = options.headers
+        except AttributeError:  # not a DeliveryOptions (a try costs nothing unless it raises)
+            raise not_delivery_options(options) from None
+        if option_headers is not None:
+            base = freeze_headers(option_headers)
     if headers is None:
         return EMPTY_HEADERS if base is None else base
     if base is None:

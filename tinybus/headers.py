@@ -77,14 +77,13 @@ def _pairs(headers: object) -> Iterator[tuple[str, str]]:
     if isinstance(headers, Mapping):
         items: Iterable[tuple[object, object]] = cast("Mapping[object, object]", headers).items()
     elif isinstance(headers, list | tuple):
-        items = cast("Iterable[tuple[object, object]]", headers)
+        items = _checked_pairs(cast("Iterable[object]", headers))
     else:
         raise TypeError(
             "headers must be a mapping of str to str (or to a list of str), or (name, value) "
             f"pairs; got {type(headers).__name__}: {headers!r}"
         )
-    for item in items:
-        name, value = item
+    for name, value in items:
         if type(name) is not str:
             raise TypeError(f"header names must be str, got {name!r} of type {type(name).__name__}")
         values = cast("list[object]", value) if isinstance(value, list | tuple) else [value]
@@ -95,3 +94,17 @@ def _pairs(headers: object) -> Iterator[tuple[str, str]]:
                     f"{type(one).__name__}"
                 )
             yield name, one
+
+
+def _checked_pairs(items: Iterable[object]) -> Iterator[tuple[object, object]]:
+    """``items``, each checked to be a ``(name, value)`` tuple (a 2-character str would
+    otherwise unpack as one)."""
+    for item in items:
+        if isinstance(item, tuple) and len(cast("tuple[object, ...]", item)) == 2:
+            yield cast("tuple[object, object]", item)
+        else:
+            shown = cast(object, item)
+            raise TypeError(
+                "header pairs must be (name, value) tuples, got "
+                f"{shown!r} of type {type(shown).__name__}"
+            )

@@ -71,6 +71,8 @@ class DeliveryOptions:
         replaces all of ours), and each of its other fields that is set replacing ours."""
         if other is None:
             return self
+        if not isinstance(other, DeliveryOptions):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise not_delivery_options(other)
         headers = self.headers
         if other.headers is not None:
             headers = freeze_headers(headers).merged(freeze_headers(other.headers))
@@ -82,6 +84,18 @@ class DeliveryOptions:
             copy=other.copy or self.copy,
             codec=self.codec if other.codec is None else other.codec,
         )
+
+
+def not_delivery_options(options: object) -> TypeError:
+    """The error for an ``options=`` that is not a ``DeliveryOptions``."""
+    return TypeError(f"options must be a DeliveryOptions, got {type(options).__name__}")
+
+
+def check_delivery_options(options: object) -> DeliveryOptions | None:
+    """``options`` when it is ``None`` or a ``DeliveryOptions``; ``TypeError`` otherwise."""
+    if options is None or isinstance(options, DeliveryOptions):
+        return options
+    raise not_delivery_options(options)
 
 
 class RegistrationOptions(TypedDict, total=False):

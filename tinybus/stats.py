@@ -15,7 +15,10 @@ class Counters:
     handler (one whose body then fails validation included); ``replied`` replies that reached
     their requester; ``failed`` failures: a handler's, given to its requester or reported on
     ``bus.errors``, and those of pipelines and ``observe`` subscribers; ``dropped`` messages
-    dropped or refused by flow control, or discarded when their registration or the bus ended.
+    dropped or refused by flow control, or discarded when their registration or the bus ended
+    (reported on ``bus.errors``), and buffered requests skipped because their requester had
+    stopped waiting (not reported: the requester has its outcome). Every request is delivered
+    or dropped, or refused by the consumer's pipe (``failed``).
     """
 
     published: int = 0
