@@ -10,9 +10,8 @@ Cancellations are placed by counting loop iterations (``asyncio.sleep(0)``): a s
 the requester after N iterations for every N until the request completes on its own, and
 checks that every await point of the exchange was hit. Every wait is bounded.
 
-Tests marked ``xfail(strict=True, reason="DEFECT: ...")`` assert the behaviour the README
-documents (or, where it is silent, what an asyncio/Vert.x user expects) and that TinyBus does
-not deliver yet.
+Where the README is silent, the tests assert what an asyncio/Vert.x user expects. The defects
+these tests found are fixed; their tests stay as regressions.
 """
 
 from __future__ import annotations
@@ -462,14 +461,6 @@ async def test_cancelling_a_sender_held_for_buffer_room_at_every_await_point(
     assert bus.stats().totals.dropped == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="DEFECT: a publish/send cancelled while held for buffer room under "
-    "overflow='block' still delivers its message when room comes before the sender resumes "
-    "(same loop iteration): it raises CancelledError yet its message is handled, unlike a "
-    "cancelled asyncio.Queue.put, which never enqueues (the model _flow.py cites)",
-)
 @pytest.mark.parametrize("call", ["publish", "send"])
 async def test_a_sender_cancelled_while_held_for_room_never_delivers(
     bus: EventBus, call: str
@@ -623,10 +614,9 @@ async def test_cancelling_a_requester_at_every_await_point_of_a_conversation(
         assert_cancellation_kept(requested, requester)
         await settle(bus)
         registration.unregister()
-        # A question that reaches a requester that has stopped waiting fails at once; one in
-        # flight when the requester is cancelled waits out its leg timeout (DEFECT, see the
-        # xfail below: HandlerNotFoundError is what the README's promise implies).
-        asked_nobody = {"HandlerNotFoundError", "HandlerTimeoutError"}
+        # A question that reaches a requester that has stopped waiting, or is in flight when
+        # it is cancelled, fails at once.
+        asked_nobody = {"HandlerNotFoundError"}
         expected_outcomes = {
             "before the handler starts": {None},
             "while the handler works": asked_nobody,
@@ -647,14 +637,6 @@ async def test_cancelling_a_requester_at_every_await_point_of_a_conversation(
     assert set(phases) == CONVERSATION_PHASES, phases
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="DEFECT: a requester cancelled while a reply that awaits an answer is in flight "
-    "leaves the handler's reply_and_request waiting out its whole timeout (a pending request "
-    "nobody can answer), instead of failing at once with HandlerNotFoundError as for a "
-    "requester that stopped waiting before the reply",
-)
 async def test_a_question_in_flight_to_a_cancelled_requester_fails_the_handler_at_once(
     bus: EventBus,
 ) -> None:
@@ -674,13 +656,6 @@ async def test_a_question_in_flight_to_a_cancelled_requester_fails_the_handler_a
     assert bus.stats().pending_requests == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="DEFECT: a consumer failing a later leg of a conversation (answer.fail(...)) after "
-    "its requester stopped waiting is dropped at debug level; the same late fail() on the "
-    "first leg goes to bus.errors, and the README says a late failure goes to bus.errors",
-)
 async def test_a_late_failure_on_a_later_leg_of_a_conversation_is_reported(
     bus: EventBus, failures: list[HandlerFailure]
 ) -> None:
@@ -1339,13 +1314,6 @@ def test_keyboard_interrupt_and_system_exit_in_a_handler_propagate(
         assert problems == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="DEFECT: a KeyboardInterrupt escaping a mailbox's pump strands the messages "
-    "buffered behind it: drain() returns while they wait on a registration that is not "
-    "paused, and close() drops them (reason 'closed') instead of handling them",
-)
 def test_messages_buffered_behind_an_interrupted_handler_are_still_handled() -> None:
     loop = asyncio.new_event_loop()
     loop.set_exception_handler(lambda _, context: None)

@@ -234,16 +234,22 @@ type Converse = Callable[
 
 
 class Leg:
-    """How a requester answers a reply that awaits an answer (a conversation): once."""
+    """How one side of a conversation answers a reply that awaits an answer: once. ``source``
+    is the consumer when that side is the consumer's (its late failures are its own)."""
 
-    __slots__ = ("_converse", "_push_reply", "_reply_address", "answered")
+    __slots__ = ("_converse", "_push_reply", "_reply_address", "_source", "answered")
 
     def __init__(
-        self, converse: Converse, push_reply: Callable[[Reply], None], reply_address: str
+        self,
+        converse: Converse,
+        push_reply: Callable[[Reply], None],
+        reply_address: str,
+        source: Registration | None,
     ) -> None:
         self._converse = converse
         self._push_reply = push_reply
         self._reply_address = reply_address
+        self._source = source
         self.answered = False
 
     def _first(self) -> bool:
@@ -255,19 +261,20 @@ class Leg:
 
     def reply(self, body: object, headers: Mapping[str, str] | None) -> None:
         if self._first():
-            self._push_reply(Reply(self._reply_address, body, None, None, headers or EMPTY_HEADERS))
+            reply = Reply(self._reply_address, body, None, self._source, headers or EMPTY_HEADERS)
+            self._push_reply(reply)
 
     def fail(self, code: int, text: str) -> None:
         if self._first():
             error = ReplyFailedError(self._reply_address, code, text)
-            self._push_reply(Reply(self._reply_address, None, error, None))
+            self._push_reply(Reply(self._reply_address, None, error, self._source))
 
     async def reply_and_request(
         self, body: object, headers: Mapping[str, str] | None, timeout: float | None
     ) -> Message[Any]:
         if not self._first():
             raise EventBusError(f"the reply at {self._reply_address!r} was answered already")
-        return await self._converse(self._reply_address, body, headers, timeout, None)
+        return await self._converse(self._reply_address, body, headers, timeout, self._source)
 
 
 type InlineCall = tuple[Registration, Awaitable[Any]]

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 type Overflow = Literal["block", "drop_oldest", "drop_newest", "error"]
 OVERFLOW_POLICIES: tuple[Overflow, ...] = ("block", "drop_oldest", "drop_newest", "error")
+# An item held for room: its sender's waiter and task, or None for a sender that cannot wait.
+type Blocked = tuple[Any, asyncio.Future[None] | None, asyncio.Task[Any] | None]
 
 
 class Outlet(Protocol):
@@ -86,7 +88,7 @@ class Mailbox:
         self.overflow: Overflow = overflow
         self.buffer: deque[Any] = deque()
         # Items waiting for room under "block", each with the future its sender awaits.
-        self.blocked: deque[tuple[Any, asyncio.Future[None] | None]] = deque()
+        self.blocked: deque[Blocked] = deque()
         self.running = 0
         self.dropped = 0
         self.paused = False
@@ -111,7 +113,7 @@ class Mailbox:
         overflow = self.overflow
         if overflow == "block":
             waiter = self.outlet.hold_caller()
-            entry = (item, waiter)
+            entry = (item, waiter, None if waiter is None else asyncio.current_task())
             self.blocked.append(entry)
             if waiter is not None:
                 waiter.add_done_callback(lambda _: self._withdraw_if_cancelled(entry))
@@ -127,7 +129,7 @@ class Mailbox:
             self.outlet.counts.dropped += 1
             self.outlet.refuse(self.registration, item, BufferFullError(self.registration))
 
-    def _withdraw_if_cancelled(self, entry: tuple[Any, asyncio.Future[None] | None]) -> None:
+    def _withdraw_if_cancelled(self, entry: Blocked) -> None:
         """A held sender was cancelled: its item leaves with it, like a cancelled Queue.put."""
         waiter = entry[1]
         if waiter is None or not waiter.cancelled():
@@ -180,6 +182,11 @@ class Mailbox:
                 if self.paused or not self.buffer or not self._has_slot():
                     break
                 self._start(self.buffer.popleft(), collect=False)
+        except BaseException:  # KeyboardInterrupt or SystemExit out of a handler
+            if self.buffer or self.blocked:
+                # It goes on first; what waits behind it is not stranded.
+                asyncio.get_running_loop().call_soon(self.pump)
+            raise
         finally:
             self._pumping = False
         self._retire_if_done()
@@ -189,8 +196,10 @@ class Mailbox:
             len(self.buffer) < self.max_buffered
             or (not self.buffer and not self.paused and self._has_slot())
         ):
-            item, waiter = self.blocked.popleft()
+            item, waiter, sender = self.blocked.popleft()
             if waiter is not None:
+                if sender is not None and sender.cancelling():
+                    waiter.cancel()  # cancelled, though it has not run since: it withdraws
                 if waiter.cancelled():
                     continue  # its sender gave up waiting, and took the item back
                 waiter.set_result(None)
@@ -204,7 +213,7 @@ class Mailbox:
     def reset(self) -> None:
         """Forget the handlings and waiting senders of a loop that is gone; keep the items."""
         self.running = 0
-        self.blocked = deque((item, None) for item, _ in self.blocked)
+        self.blocked = deque((item, None, None) for item, _, _ in self.blocked)
 
     def pause(self) -> None:
         self.paused = True
@@ -217,7 +226,7 @@ class Mailbox:
         """Drop every waiting item (the registration is ending), releasing blocked senders."""
         items = list(self.buffer)
         self.buffer.clear()
-        for item, waiter in self.blocked:
+        for item, waiter, _ in self.blocked:
             if waiter is not None and waiter.cancelled():
                 continue
             if waiter is not None and not waiter.done() and not waiter.get_loop().is_closed():

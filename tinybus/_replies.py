@@ -23,7 +23,12 @@ from typing import Any
 from reactivex import abc
 
 from ._subject import LoopSubject
-from .errors import BusClosedError, HandlerTimeoutError, MessageDroppedError
+from .errors import (
+    BusClosedError,
+    HandlerNotFoundError,
+    HandlerTimeoutError,
+    MessageDroppedError,
+)
 from .message import EMPTY_HEADERS
 from .registration import Registration
 from .stats import Counters
@@ -31,6 +36,15 @@ from .stats import Counters
 logger = logging.getLogger("tinybus")
 
 REPLY_PREFIX = "__tinybus.reply."
+
+
+def nobody_awaits(reply_address: str) -> HandlerNotFoundError:
+    """The error of an answer sent where nobody waits any more, which no answer can follow."""
+    return HandlerNotFoundError(
+        reply_address,
+        "nobody awaits this answer any more (the other side stopped waiting), so no answer "
+        "to it can come",
+    )
 
 
 class Reply:
@@ -199,8 +213,14 @@ class ReplyTable(abc.ObserverBase[Reply]):
         if pending is None or pending.outcome is None or pending.future.cancelled():
             return
         pending.future.exception()  # (retrieved: it is reported below, not by asyncio)
-        self._count(pending.outcome, -1)  # it did not reach the requester after all
-        self._drop_late(pending.outcome)
+        outcome = pending.outcome
+        self._count(outcome, -1)  # it did not reach the requester after all
+        self._drop_late(outcome)
+        if outcome.next_address is not None:
+            # A reply that awaits an answer: its sender waits for one that cannot come.
+            asking = self._pending.get(outcome.next_address)
+            if asking is not None and not asking.future.done():
+                asking.future.set_exception(nobody_awaits(reply_address))
 
     def push(self, reply: Reply) -> None:
         self.stream.on_next(reply)

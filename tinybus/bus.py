@@ -21,7 +21,7 @@ from ._delivery import Collected, Delivery, Leg
 from ._flow import Mailbox
 from ._patterns import ensure_concrete, is_pattern
 from ._pipeline import Pipeline
-from ._replies import REPLY_PREFIX, Reply, ReplyTable
+from ._replies import REPLY_PREFIX, Reply, ReplyTable, nobody_awaits
 from ._routing import Router
 from ._scheduler import BusScheduler
 from ._subject import LoopSubject
@@ -33,7 +33,6 @@ from .errors import (
     EventBusError,
     HandlerExecutionError,
     HandlerFailure,
-    HandlerNotFoundError,
     HandlerTimeoutError,
     MessageDroppedError,
     handler_name,
@@ -610,13 +609,17 @@ class EventBus:
                 return self._reply_message(reply, answer)
             return answer
 
-    def _reply_message(self, reply: Reply, body: Any) -> Message[Any]:
+    def _reply_message(
+        self, reply: Reply, body: Any, source: Registration | None = None
+    ) -> Message[Any]:
         """A reply as a ``Message``; one that awaits an answer can be answered (``reply``,
-        ``fail``, ``reply_and_request``)."""
+        ``fail``, ``reply_and_request``), by ``source`` when that side is a consumer's."""
         message = Message(body, address=reply.reply_address, headers=reply.headers)
-        if reply.next_address is not None:
-            message.reply_address = reply.next_address
-            message._responder = Leg(self._converse, self._push_reply, reply.next_address)  # pyright: ignore[reportPrivateUsage]
+        next_address = reply.next_address
+        if next_address is not None:
+            message.reply_address = next_address
+            leg = Leg(self._converse, self._push_reply, next_address, source)
+            message._responder = leg  # pyright: ignore[reportPrivateUsage]
         return message
 
     async def _converse(
@@ -640,18 +643,14 @@ class EventBus:
             if not self._replies.last_claimed:
                 # Nobody waits at reply_address (it timed out, or was cancelled): nobody will
                 # answer, so fail now rather than wait out the timeout, as Vert.x does.
-                raise HandlerNotFoundError(
-                    reply_address,
-                    "nobody awaits this answer any more (the other side stopped waiting), so "
-                    "no answer to it can come",
-                )
+                raise nobody_awaits(reply_address)
             reply = await pending.future
         except asyncio.CancelledError:
             self._replies.abandon(next_address)
             raise
         finally:
             self._replies.forget(next_address)
-        return self._reply_message(reply, reply.body)
+        return self._reply_message(reply, reply.body, source)
 
     def _start_request(
         self,
