@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from functools import partial
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, cast
@@ -281,7 +281,7 @@ type InlineCall = tuple[Registration, Awaitable[Any]]
 # What ``Delivery.start_plain`` leaves to ``Delivery.finish``: inline handlers to run,
 # started ones to wait for, a refusal to raise, and the message if it was made.
 type Unfinished = tuple[
-    list[InlineCall], list[asyncio.Future[None]], BaseException | None, Message[Any] | None
+    Sequence[InlineCall], Sequence[asyncio.Future[None]], BaseException | None, Message[Any] | None
 ]
 
 
@@ -442,8 +442,8 @@ class Delivery:
 
     async def finish(
         self,
-        inline: list[InlineCall],
-        waits: list[asyncio.Future[None]],
+        inline: Sequence[InlineCall],
+        waits: Sequence[asyncio.Future[None]],
         refusal: BaseException | None,
         message: Message[Any] | None,
         body: Any,
@@ -469,10 +469,10 @@ class Delivery:
 
     def inline_failed(
         self,
-        inline: list[InlineCall],
+        inline: Sequence[InlineCall],
         call: InlineCall,
         exc: BaseException,
-        waits: list[asyncio.Future[None]],
+        waits: Sequence[asyncio.Future[None]],
         message: Message[Any] | None,
         body: Any,
         address: str,
@@ -502,7 +502,7 @@ class Delivery:
         return message
 
     @staticmethod
-    def _withdraw(waits: list[asyncio.Future[None]]) -> None:
+    def _withdraw(waits: Sequence[asyncio.Future[None]]) -> None:
         """A cancelled caller withdraws its items still waiting for room."""
         for waiter in waits:
             if not isinstance(waiter, asyncio.Task):
@@ -564,7 +564,7 @@ class Delivery:
                     waits.append(task)
         if inline is None and waits is None and refusal is None:
             return None
-        return inline or [], waits or [], refusal, message
+        return inline or (), waits or (), refusal, message
 
     def hold_caller(self) -> asyncio.Future[None] | None:
         collecting = self._collecting
