@@ -35,7 +35,7 @@ CONTENDER_NOTES = {
     "listeners annotated `body: int`; `pipe=[ops.filter(...)]`; patterns `other.{i}.*`.",
     c.TINYBUS_INLINE: "TinyBus with listeners registered `inline=True`: each listener's coroutine "
     "is awaited inside `await bus.publish(...)`, one after another, with no task of its own "
-    "(README, \"Inline handlers\"). Requests are never inline.",
+    '(README, "Inline handlers"). Requests are never inline.',
     c.PYEE: "`AsyncIOEventEmitter.emit` schedules each coroutine listener as a task and returns "
     "at once; the run ends with `await emitter.wait_for_complete()`.",
     c.BLINKER: "`await signal.send_async(body=x)` awaits each receiver in turn. It returns the "
