@@ -53,6 +53,10 @@ logger = logging.getLogger("tinybus")
 MAX_EAGER_DEPTH = 16
 
 
+# For a type check that type checkers do not narrow on (the value stays what it was).
+_COROUTINE: type = CoroutineType
+
+
 def is_awaitable(value: object) -> bool:
     return type(value) is CoroutineType or (value is not None and hasattr(value, "__await__"))
 
@@ -89,7 +93,7 @@ def checked_reply(
     """The reply for ``result``, converted to the declared return type, or the failure saying
     the handler returned an invalid type."""
     returns = registration._types.returns  # pyright: ignore[reportPrivateUsage]
-    if returns is not None:
+    if returns is not None and type(result) is not returns.exact:
         try:
             result = returns(result)
         except Exception as exc:  # ValidationError, or whatever a model's validator raised
@@ -202,8 +206,11 @@ class Exchange:
 
     def settle_value(self, value: Any) -> None:
         """The handler returned ``value``."""
-        if self._first("the return value"):
+        if not self.answered:  # (``_first``, without its call: every request comes here)
+            self.answered = True
             self._push_value(value, None)
+        else:
+            logger.debug("ignored the return value for %r: already answered", self._message.address)
 
     def settle_error(self, exc: BaseException, wrap: bool = True) -> None:
         """The handler raised ``exc`` (or its body was invalid: ``wrap=False``)."""
@@ -545,9 +552,9 @@ class Delivery:
                     message = make_message(body, address, EMPTY_HEADERS, None)
                 self.report_failure(registration, message, exc)
                 continue
-            if type(result) is not CoroutineType and (result is None or not is_awaitable(result)):
+            if type(result) is not _COROUTINE and (result is None or not is_awaitable(result)):
                 continue
-            awaitable = cast("Awaitable[Any]", result)
+            awaitable: Awaitable[Any] = result
             if registration._inline:  # pyright: ignore[reportPrivateUsage]
                 if inline is None:
                     inline = [(registration, awaitable)]
@@ -740,7 +747,7 @@ class Delivery:
         except (Exception, asyncio.CancelledError) as exc:  # the handler's, not the caller's
             exchange.settle_error(exc)
             return None
-        if is_awaitable(result):
+        if type(result) is _COROUTINE or is_awaitable(result):
             # Answered from inside the task, not by its done callback (scheduled one loop
             # iteration later): a handler that suspends has its requester resumed sooner.
             return self._start(_answer(result, exchange), collect, registration, None, True)

@@ -190,7 +190,12 @@ class ReplyTable(abc.ObserverBase[Reply]):
         return outer
 
     def unwatch_inline(
-        self, outer: tuple[str | None, Reply | None], address: str, timeout: float, deadline: float
+        self,
+        outer: tuple[str | None, Reply | None],
+        address: str,
+        timeout: float,
+        deadline: float,
+        loop: asyncio.AbstractEventLoop,
     ) -> Reply | None:
         """The reply caught since ``watch_inline``, if any; one that came at or after the
         deadline (a handler that blocked the loop) is late, as in ``on_next``: its requester
@@ -199,7 +204,7 @@ class ReplyTable(abc.ObserverBase[Reply]):
         self._inline_address, self._inline_reply = outer
         if caught is None:
             return None
-        if self._get_loop().time() >= deadline:
+        if loop.time() >= deadline:
             self._drop_late(caught)
             timed_out = HandlerTimeoutError(address, timeout)
             return Reply(caught.reply_address, None, timed_out, caught.source)
@@ -221,9 +226,6 @@ class ReplyTable(abc.ObserverBase[Reply]):
             asking = self._pending.get(outcome.next_address)
             if asking is not None and not asking.future.done():
                 asking.future.set_exception(nobody_awaits(reply_address))
-
-    def push(self, reply: Reply) -> None:
-        self.stream.on_next(reply)
 
     def on_error(self, error: Exception) -> None:
         """The reply stream never errors."""

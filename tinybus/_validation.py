@@ -29,27 +29,27 @@ _UNCHECKED: tuple[object, ...] = (Any, object, inspect.Parameter.empty)
 class Validator:
     """Checks and converts values against one declared type."""
 
-    __slots__ = ("_adapter", "_exact", "expected")
+    __slots__ = ("_adapter", "exact", "expected")
 
     def __init__(self, annotation: Any) -> None:
         self._adapter: TypeAdapter[Any] = TypeAdapter(annotation)
         self.expected = type_name(annotation)
         # A plain class (not a generic alias, union or Annotated) allows the no-copy fast path.
-        self._exact: type | None = (
+        self.exact: type | None = (
             annotation
             if isinstance(annotation, type) and not isinstance(annotation, types.GenericAlias)
             else None
         )
 
     def __call__(self, value: Any) -> Any:
-        if type(value) is self._exact:
+        if type(value) is self.exact:
             return value
         return self._adapter.validate_python(value)
 
     def check(self, value: Any, address: str, what: str) -> Any:
         """``value`` validated, or ``MessageValidationError`` naming ``what`` was invalid
         (e.g. "the body sent to") at ``address``."""
-        if type(value) is self._exact:
+        if type(value) is self.exact:
             return value
         try:
             return self._adapter.validate_python(value)

@@ -474,7 +474,7 @@ class EventBus:
                 reply.error if failed else reply.body, reply.reply_address, EMPTY_HEADERS, None
             )
             self._tap.on_next(Envelope("failure" if failed else "reply", message))
-        self._replies.push(reply)
+        self._replies.stream.on_next(reply)
 
     @property
     def errors(self) -> Observable[HandlerFailure]:
@@ -568,7 +568,11 @@ class EventBus:
         """
         routed = to_address(address)
         loop = self._running_loop(routed)
-        message_headers = _merge_headers(headers, options)
+        message_headers = (
+            EMPTY_HEADERS
+            if headers is None and options is None
+            else _merge_headers(headers, options)
+        )
         copies = False
         if options is not None or self._codecs.defaults:
             body, copies = self._outgoing(body, options)
@@ -680,7 +684,7 @@ class EventBus:
         try:
             self._delivery.enter_request(registration, message)
         finally:
-            inline = replies.unwatch_inline(outer, address, timeout, deadline)
+            inline = replies.unwatch_inline(outer, address, timeout, deadline, loop)
         if inline is not None:
             return reply_address, inline
         pending = replies.expect(reply_address, address, timeout, deadline)
