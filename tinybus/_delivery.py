@@ -284,12 +284,10 @@ class Leg:
         return await self._converse(self._reply_address, body, headers, timeout, self._source)
 
 
-type InlineCall = tuple[Registration, Awaitable[Any]]
-# What ``Delivery.start_plain`` leaves to ``Delivery.finish``: inline handlers to run,
-# started ones to wait for, a refusal to raise, and the message if it was made.
-type Unfinished = tuple[
-    Sequence[InlineCall], Sequence[asyncio.Future[None]], BaseException | None, Message[Any] | None
-]
+# What ``Delivery.start_plain`` leaves to ``Delivery.finish``: started handlers to wait for,
+# a refusal to raise, and the message if it was made.
+type Unfinished = tuple[Sequence[asyncio.Future[None]], BaseException | None, Message[Any] | None]
+_SENT_TO = "the body sent to"
 
 
 class Collected:
@@ -303,7 +301,7 @@ class Collected:
         self.can_wait = can_wait
         self.message = message
         self.waits: list[asyncio.Future[None]] = []
-        self.inline: list[InlineCall] = []
+        self.inline: list[Registration] = []  # called and awaited after the others started
         self.refusal: BaseException | None = None
 
 
@@ -449,20 +447,25 @@ class Delivery:
 
     async def finish(
         self,
-        inline: Sequence[InlineCall],
+        inline: Sequence[Registration],
         waits: Sequence[asyncio.Future[None]],
         refusal: BaseException | None,
         message: Message[Any] | None,
         body: Any,
         address: str,
     ) -> None:
-        """Await inline handlers one after another, in the caller's task, then the started
-        handlers and the room waited for; then raise the first refusal."""
-        for call in inline:
-            try:
-                await call[1]
-            except BaseException as exc:
-                message = self.inline_failed(inline, call, exc, waits, message, body, address)
+        """Call and await the inline handlers one after another, in the caller's task (the
+        same loop as in ``EventBus.publish``), then wait for the started handlers and the room
+        waited for; then raise the first refusal."""
+        for registration in inline:
+            awaitable, message = self.call_inline(registration, message, body, address)
+            if awaitable is not None:
+                try:
+                    await awaitable
+                except BaseException as exc:
+                    message = self.inline_failed(
+                        inline, registration, exc, waits, message, body, address
+                    )
         if waits:
             try:
                 # asyncio.wait, not ``await task``: cancelling the publisher must not cancel
@@ -474,38 +477,63 @@ class Delivery:
         if refusal is not None:
             raise refusal
 
+    def call_inline(
+        self, registration: Registration, message: Message[Any] | None, body: Any, address: str
+    ) -> tuple[Awaitable[Any] | None, Message[Any] | None]:
+        """Call an inline handler, at its turn: what to await (None when there is nothing),
+        and the message, made if it was needed (``message`` is None until then)."""
+        if registration._mailbox is not None:  # pyright: ignore[reportPrivateUsage]
+            # Paused since (maybe by the handler before it, for this very message).
+            if message is None:
+                message = make_message(body, address, EMPTY_HEADERS, None)
+            entered = self.collect(partial(self.enter_event, registration), message, True)
+            return (None if entered is None else self.wait(entered)), message
+        if not registration._registered:  # pyright: ignore[reportPrivateUsage]
+            return None, message  # unregistered by a handler called before it
+        registration.delivered += 1
+        self.counts.delivered += 1
+        try:
+            if message is None:
+                accepts = registration._types.accepts  # pyright: ignore[reportPrivateUsage]
+                argument = body if accepts is None else accepts.check(body, address, _SENT_TO)
+            else:
+                argument = handler_argument(registration, message)
+            result = registration.handler(argument)
+        except (Exception, asyncio.CancelledError) as exc:  # the handler's, not the caller's
+            if message is None:
+                message = make_message(body, address, EMPTY_HEADERS, None)
+            self.report_failure(registration, message, exc)
+            return None, message
+        if type(result) is _COROUTINE or is_awaitable(result):
+            return result, message
+        return None, message
+
     def inline_failed(
         self,
-        inline: Sequence[InlineCall],
-        call: InlineCall,
+        inline: Sequence[Registration],
+        registration: Registration,
         exc: BaseException,
         waits: Sequence[asyncio.Future[None]],
         message: Message[Any] | None,
         body: Any,
         address: str,
     ) -> Message[Any]:
-        """``call``, one of ``inline``, raised ``exc``: report it (with ``message``, made now if
-        there was none, and returned), or raise ``exc`` when it is the caller's cancellation
-        (the inline handlers not started yet then run as the bus's tasks), ``KeyboardInterrupt``
-        or ``SystemExit``."""
+        """``registration``'s inline handler raised ``exc``: report it (with ``message``, made
+        now if there was none, and returned), or raise ``exc`` when it is ``KeyboardInterrupt``,
+        ``SystemExit`` or the caller's cancellation. Then the inline handlers after it still
+        get the message, in tasks of the bus's own."""
         if message is None:
             message = make_message(body, address, EMPTY_HEADERS, None)
-        later = inline[inline.index(call) + 1 :]
         if isinstance(exc, asyncio.CancelledError):
             task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # The caller is cancelled, and the handler running with it too. The ones not
-                # started yet still have their message.
-                for registration, awaitable in later:
-                    self._start(awaitable, False, registration, message)
+            if task is not None and task.cancelling():  # the caller's, and so the handler's
+                for later in inline[inline.index(registration) + 1 :]:
+                    self.deliver_event(later, message, False)
                 self._withdraw(waits)
                 raise exc
-        elif not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: the rest won't run
-            for _, awaitable in later:
-                if type(awaitable) is CoroutineType:
-                    cast("Coroutine[Any, Any, Any]", awaitable).close()
+        elif not isinstance(exc, Exception):
             raise exc
-        self.report_failure(call[0], message, exc)
+        self.report_failure(registration, message, exc)
         return message
 
     @staticmethod
@@ -519,12 +547,11 @@ class Delivery:
         self, registrations: tuple[Registration, ...], body: Any, address: str
     ) -> Unfinished | None:
         """An awaited ``publish`` to an address whose handlers all take the body, with no
-        pipe, no buffer and no other subscriber (``Route.plain``): what the address's subject
-        and each ``EventObserver.on_next`` would do, without making the ``Message`` unless
-        someone needs it (a failure to report, a task to start, a buffer to enter). What is
-        left to ``finish``, or None."""
+        pipe, no buffer and no other subscriber (``Route.plain``), but none inline: what the
+        address's subject and each ``EventObserver.on_next`` would do, without making the
+        ``Message`` unless someone needs it (a failure to report, a task to start, a buffer to
+        enter). What is left to ``finish``, or None."""
         message: Message[Any] | None = None
-        inline: list[InlineCall] | None = None
         waits: list[asyncio.Future[None]] | None = None
         refusal: BaseException | None = None
         counts = self.counts
@@ -545,7 +572,7 @@ class Delivery:
             accepts = registration._types.accepts  # pyright: ignore[reportPrivateUsage]
             try:
                 result = registration.handler(
-                    body if accepts is None else accepts.check(body, address, "the body sent to")
+                    body if accepts is None else accepts.check(body, address, _SENT_TO)
                 )
             except (Exception, asyncio.CancelledError) as exc:  # the handler's, not the caller's
                 if message is None:
@@ -554,24 +581,17 @@ class Delivery:
                 continue
             if type(result) is not _COROUTINE and (result is None or not is_awaitable(result)):
                 continue
-            awaitable: Awaitable[Any] = result
-            if registration._inline:  # pyright: ignore[reportPrivateUsage]
-                if inline is None:
-                    inline = [(registration, awaitable)]
-                else:
-                    inline.append((registration, awaitable))
-                continue
             if message is None:
                 message = make_message(body, address, EMPTY_HEADERS, None)
-            task = self._start(awaitable, False, registration, message)
+            task = self._start(result, False, registration, message)
             if task is not None:
                 if waits is None:
                     waits = [task]
                 else:
                     waits.append(task)
-        if inline is None and waits is None and refusal is None:
+        if waits is None and refusal is None:
             return None
-        return inline or (), waits or (), refusal, message
+        return waits or (), refusal, message
 
     def hold_caller(self) -> asyncio.Future[None] | None:
         collecting = self._collecting
@@ -706,6 +726,13 @@ class Delivery:
     def deliver_event(
         self, registration: Registration, message: Message[Any], collect: bool
     ) -> asyncio.Task[None] | None:
+        # An inline handler is called at its turn, by ``finish``, when the caller awaits. (A
+        # registration with a buffer counts what it runs: a task, as always.)
+        if registration._inline and collect and registration._mailbox is None:  # pyright: ignore[reportPrivateUsage]
+            collecting = self._collecting
+            if collecting is not None and collecting.can_wait:
+                collecting.inline.append(registration)
+                return None
         registration.delivered += 1
         self.counts.delivered += 1
         try:
@@ -714,12 +741,6 @@ class Delivery:
             self.report_failure(registration, message, exc)
             return None
         if is_awaitable(result):
-            # (A registration with a buffer counts what it runs: a task, as always.)
-            if registration._inline and collect and registration._mailbox is None:  # pyright: ignore[reportPrivateUsage]
-                collecting = self._collecting
-                if collecting is not None and collecting.can_wait:
-                    collecting.inline.append((registration, result))
-                    return None
             return self._start(result, collect, registration, message)
         return None
 

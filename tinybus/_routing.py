@@ -23,6 +23,9 @@ from .errors import HandlerAlreadyRegisteredError, HandlerNotFoundError
 from .message import Message
 from .registration import Registration
 
+# A plain route's registrations: those started first, then the inline ones (``Route.plain``).
+type Plain = tuple[tuple[Registration, ...], tuple[Registration, ...]]
+
 
 class Route:
     __slots__ = (
@@ -53,13 +56,14 @@ class Route:
         self.listener_index: dict[object, Registration] = {}
         self.next_consumer = 0
         # plain()'s answer, and the subject's observers it was worked out for.
-        self.plain_registrations: tuple[Registration, ...] | None = None
+        self.plain_registrations: Plain | None = None
         self.plain_of: tuple[abc.ObserverBase[Message[Any]], ...] | None = None
 
-    def plain(self) -> tuple[Registration, ...] | None:
+    def plain(self) -> Plain | None:
         """The registrations behind the subject's observers, in order, when every one is a
         registration whose handler takes the body with no pipe and no buffer: a publish may
-        then call them without going through the subject. None otherwise."""
+        then call them without going through the subject. Those that are not inline come
+        first, then the inline ones. None otherwise."""
         observers = self.subject.subscribers
         if observers is not self.plain_of:  # (a new tuple on every (un)subscribe)
             self.plain_of = observers
@@ -74,7 +78,14 @@ class Route:
                 and registration._mailbox is None  # pyright: ignore[reportPrivateUsage]
                 and not registration._takes_messages  # pyright: ignore[reportPrivateUsage]
             ]
-            self.plain_registrations = tuple(plain) if len(plain) == len(observers) else None
+            self.plain_registrations = (
+                (
+                    tuple(r for r in plain if not r._inline),  # pyright: ignore[reportPrivateUsage]
+                    tuple(r for r in plain if r._inline),  # pyright: ignore[reportPrivateUsage]
+                )
+                if len(plain) == len(observers)
+                else None
+            )
         return self.plain_registrations
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from enum import Enum
 from functools import partial
@@ -742,20 +742,27 @@ class EventBus:
                     self._counts.published += 1
                     route.published += 1
                     delivery = self._delivery
-                    unfinished = delivery.start_plain(plain, body, routed)
-                    if unfinished is None:
-                        return
-                    inline, waits, refusal, message = unfinished
+                    started, inline = plain
+                    waits: Sequence[asyncio.Future[None]] = ()
+                    refusal = message = None
+                    if started:
+                        unfinished = delivery.start_plain(started, body, routed)
+                        if unfinished is not None:
+                            waits, refusal, message = unfinished
                     # (Delivery.finish's loop, here to save a coroutine per publish.)
-                    for call in inline:
-                        try:
-                            await call[1]
-                        except BaseException as exc:
-                            message = delivery.inline_failed(
-                                inline, call, exc, waits, message, body, routed
-                            )
+                    for registration in inline:
+                        awaitable, message = delivery.call_inline(
+                            registration, message, body, routed
+                        )
+                        if awaitable is not None:
+                            try:
+                                await awaitable
+                            except BaseException as exc:
+                                message = delivery.inline_failed(
+                                    inline, registration, exc, waits, message, body, routed
+                                )
                     if waits or refusal is not None:
-                        await delivery.finish([], waits, refusal, message, body, routed)
+                        await delivery.finish((), waits, refusal, message, body, routed)
                     return
         collected = self._publish_now(address, body, headers, options, can_wait=True)
         if collected is not None:
