@@ -23,6 +23,21 @@ from .errors import HandlerAlreadyRegisteredError, HandlerNotFoundError
 from .message import Message
 from .registration import Registration
 
+INDEX_FROM = 8
+
+
+def _hashable(handler: object) -> bool:
+    try:
+        hash(handler)
+    except Exception:  # unhashable (a bound method of an unhashable object, say)
+        return False
+    return True
+
+
+def _index(members: list[Registration]) -> dict[object, Registration]:
+    return {member.handler: member for member in members if _hashable(member.handler)}
+
+
 # A plain route's registrations: those started first, then the inline ones (``Route.plain``).
 type Plain = tuple[tuple[Registration, ...], tuple[Registration, ...]]
 
@@ -50,10 +65,12 @@ class Route:
         self.consumers: list[Registration] = []
         self.listeners: list[Registration] = []
         # Each hashable handler of the lists above -> its registration, for an O(1) duplicate
-        # check at registration. A list holds more members than its index only when some of
-        # their handlers are unhashable: then a registration scans the list.
-        self.consumer_index: dict[object, Registration] = {}
-        self.listener_index: dict[object, Registration] = {}
+        # check at registration, made once a list has INDEX_FROM members (shorter ones are
+        # scanned: most addresses have one handler, and a dict would cost them memory). A list
+        # holds more members than its index only when some of their handlers are unhashable:
+        # then a registration scans the list.
+        self.consumer_index: dict[object, Registration] | None = None
+        self.listener_index: dict[object, Registration] | None = None
         self.next_consumer = 0
         # plain()'s answer, and the subject's observers it was worked out for.
         self.plain_registrations: Plain | None = None
@@ -134,20 +151,22 @@ class Router:
         consumer = registration.role == "consumer"
         members = route.consumers if consumer else route.listeners
         index = route.consumer_index if consumer else route.listener_index
+        if index is None and len(members) >= INDEX_FROM:
+            index = _index(members)
+            if consumer:
+                route.consumer_index = index
+            else:
+                route.listener_index = index
         handler = registration.handler
-        try:
-            hash(handler)
-            hashable = True
-        except Exception:  # unhashable (a bound method of an unhashable object, say)
-            hashable = False
-        if hashable and len(index) == len(members):  # every member is in the index
+        hashable = _hashable(handler)
+        if index is not None and hashable and len(index) == len(members):  # all indexed
             duplicate = handler in index
         else:
             duplicate = any(member.handler == handler for member in members)
         if duplicate:
             raise HandlerAlreadyRegisteredError(registration.address, handler)
         members.append(registration)
-        if hashable:
+        if index is not None and hashable:
             index[handler] = registration
         registration._subscription = route.subject.attach(observer)  # pyright: ignore[reportPrivateUsage]
 
@@ -162,11 +181,13 @@ class Router:
                 if consumer and index < route.next_consumer:
                     route.next_consumer -= 1
                 handlers = route.consumer_index if consumer else route.listener_index
-                try:
-                    if handlers.get(registration.handler) is registration:
-                        del handlers[registration.handler]
-                except Exception:  # unhashable: never indexed
-                    pass
+                handler = registration.handler
+                if (
+                    handlers is not None
+                    and _hashable(handler)
+                    and handlers.get(handler) is registration
+                ):
+                    del handlers[handler]
         subscription = registration._subscription  # pyright: ignore[reportPrivateUsage]
         if subscription is not None:
             registration._subscription = None  # pyright: ignore[reportPrivateUsage]

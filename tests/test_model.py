@@ -1,0 +1,1568 @@
+"""A stateful model test: hypothesis drives a real ``EventBus`` and a reference model side by side.
+
+Running it
+----------
+``uv run pytest tests/test_model.py`` runs the state machine for 300 examples of up to 50 steps
+(what CI runs; about 17 s of CPU). ``uv run pytest tests/test_model.py --slow`` runs 3000
+instead (the ``--slow`` option is added in ``tests/conftest.py``; about 2.5 minutes of CPU; it
+changes nothing else). Hypothesis prints a failing run as a short program of rule calls,
+shrunk, that replays it.
+
+What is generated
+-----------------
+One bus per example, on the virtual clock of ``tests/clock.py`` (``EventBus(default_timeout=
+100.5, close_timeout=<0.25, 1.25 or 2.25>)``), then random steps:
+
+- consumers (addresses ``a``, ``b``) and listeners (``a``, ``b`` and the pattern ``*``), async
+  or plain functions, some with a pipe (``ops.filter`` letting even message numbers through, or
+  an ``ops.map`` that raises on multiples of 3, with ``on_error`` ``"resubscribe"`` or
+  ``"unregister"``), some with ``max_concurrency``, ``max_buffered`` and an ``overflow`` policy;
+  unregister, ``pause()``, ``resume()`` (also of registrations that ended);
+- ``publish`` (also to ``c``, where only the pattern listens), ``send`` and ``request`` (timeouts
+  0.5, 1.5, 2.5 s or the bus default), each started as a task of its own; what a handler does
+  with a message is chosen per message (it is in the body): reply at once, raise at once, raise
+  ``CancelledError`` itself, ``message.fail(7, ...)``, sleep 1 or 2 virtual seconds then reply,
+  or hang on an ``asyncio.Event`` (after a ``message.reply(...)``, or not) until a later step
+  releases it with a reply, a failure or a ``CancelledError``;
+- cancelling a waiting requester, publisher, sender or ``drain()``; cancelling a running
+  handler's task from outside (it has failed, as the README says); the suspected race: a
+  hanging handler released and its requester cancelled in one loop iteration, in either order
+  (also when the handler's answer settles the requester's future before the cancellation);
+- advancing the virtual clock by 1-3 s; ``drain()``; ``close()`` (also twice), after which every
+  call must raise ``BusClosedError``; a run not closed by a step is closed at its end, and the
+  clock is advanced past the grace period.
+
+What is checked after every step
+--------------------------------
+The model (plain lists and dicts below, ``Model``) predicts, and the test compares exactly:
+
+- which calls have finished, and how: the reply (it names the consumer, so round-robin is
+  checked too), or the exception's type and details (``HandlerNotFoundError``,
+  ``HandlerTimeoutError`` and its timeout, ``HandlerExecutionError`` and its original error,
+  ``ReplyFailedError`` and its code, ``BusClosedError``, ``MessageDroppedError`` and its
+  reason, ``BufferFullError``, ``MessageRejectedError``, ``CancelledError``); which calls are
+  still waiting;
+- which handler received which message, in what order (per handler always; across handlers
+  too, except when two sleeping handlers wake at the same instant);
+- every record on ``bus.errors`` (kind, handler, message number, address), as a multiset per
+  step, and that ``bus.errors`` completes on close;
+- which handlers are running; ``bus.stats()``: ``totals`` (every ``Counters`` field),
+  ``pending_requests``, ``running_handlers``, ``scheduled_timers`` (0: no time-based operators),
+  ``subscriptions``, ``queued``; each registration's ``is_registered``, ``is_paused``,
+  ``queued``, ``dropped``, ``delivered``, ``replied``, ``failed``; the virtual time.
+
+After close all of ``pending_requests``, ``running_handlers``, ``scheduled_timers``,
+``subscriptions`` and ``queued`` are 0, and every call has finished.
+
+Keeping the model exact
+-----------------------
+Steps run at whole virtual seconds, sleeps last whole seconds, request deadlines fall on
+half-seconds and the grace period ends at a quarter past: a handler's reply never ties with a
+deadline or the end of the grace period, so the model never has to guess an order the bus does
+not define. After each step the loop is run until it has nothing left to do at the current
+instant (``ModelLoop.settle``: the virtual clock refuses to move), never with real sleeps.
+Retries are not generated (a retried attempt would start on a half-second and break that
+lattice), nor time-based operators (their timers would need a model of reactivex), nor inline
+handlers, conversations (``reply_and_request``), validation, codecs, interceptors,
+``observe``, ``*_nowait`` and ``*_threadsafe``.
+
+Defects found
+-------------
+Each has a minimal ``xfail(strict=True)`` regression test at the end of this file, and the
+machine avoids its path (the comments there name the test):
+
+- ``close()`` drops what waits behind a *paused registration with a pipe* with reason
+  ``"unregistered"`` instead of ``"closed"``;
+- a consumer's pipe failing on a request is counted as two failures (``totals.failed`` and the
+  registration's ``failed``);
+- a handler task cancelled from outside (not by ``close()``) leaves what waits in its
+  registration's buffer stuck: nothing starts it, and ``drain()`` returns with it queued.
+
+The race (a failure settling the requester's future in the iteration in which the requester is
+then cancelled) lost the failure before commit 9cf708a; it is now a plain regression test here,
+and the machine generates it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import math
+import sys
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from reactivex import operators as ops
+
+from tinybus import (
+    BufferFullError,
+    BusClosedError,
+    Counters,
+    EventBus,
+    HandlerExecutionError,
+    HandlerFailure,
+    HandlerNotFoundError,
+    HandlerTimeoutError,
+    Message,
+    MessageDroppedError,
+    MessageRejectedError,
+    Registration,
+    RegistrationOptions,
+    ReplyFailedError,
+)
+
+from .clock import VirtualClockLoop, run_virtual
+
+CI_EXAMPLES = 300
+SLOW_EXAMPLES = 3000
+STEPS = 50
+
+ADDRESSES = ("a", "b")
+PATTERN = "*"  # one segment: matches "a", "b" and "c"
+NOBODY = "c"  # no consumer ever; only the pattern listens
+SLEEPS = {"sleep1": 1.0, "sleep2": 2.0}
+AT_ONCE = ("ok", "raise", "cancel", "fail")  # answered without suspending
+HANGING = ("hang", "reply_hang")  # until the test releases them
+BEHAVIOURS = (*AT_ONCE, *HANGING, *SLEEPS)
+RELEASES = ("ok", "raise", "cancel")  # what a released handler does
+FAIL_CODE = 7
+TIMEOUTS = (0.5, 1.5, 2.5, None)
+DEFAULT_TIMEOUT = 100.5
+GRACES = (0.25, 1.25, 2.25)
+MAX_LIVE_REGISTRATIONS = 6
+CLOSE_AFTER = 20  # steps before close() may be chosen: most runs do things before closing
+FAR_AWAY = 1e9  # a timer that keeps the loop from blocking on I/O while it settles
+
+type Key = tuple[int, int]  # (registration number, message number): one handling
+type Record = tuple[str, int, int | None, str]  # bus.errors: kind, registration, message, address
+# What a call ended with: ("value", v), ("error", type, detail) or ("cancelled",).
+type Outcome = tuple[Any, ...]
+
+
+# -- what handlers and pipes raise ---------------------------------------------------------------
+
+
+class HandlerBoom(Exception):
+    """A handler told to fail raises this; it names the handler and the message."""
+
+    def __init__(self, rid: int, mid: int) -> None:
+        super().__init__(f"handler {rid} failed on message {mid}")
+        self.rid = rid
+        self.mid = mid
+
+
+class PipeBoom(Exception):
+    """The ``ops.map`` of a "boom" pipe raises this on message numbers divisible by 3."""
+
+    def __init__(self, mid: int) -> None:
+        super().__init__(f"the pipe failed on message {mid}")
+        self.mid = mid
+
+
+def mid_of(item: Any) -> int:
+    body = item.body if isinstance(item, Message) else item
+    return body[0]
+
+
+def keep_even(item: Any) -> bool:
+    return mid_of(item) % 2 == 0
+
+
+def boom_on_3(item: Any) -> Any:
+    mid = mid_of(item)
+    if mid % 3 == 0:
+        raise PipeBoom(mid)
+    return item
+
+
+PIPES: dict[str, Callable[[], list[Any]]] = {
+    "even": lambda: [ops.filter(keep_even)],
+    "boom": lambda: [ops.map(boom_on_3)],
+}
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+
+class ModelLoop(VirtualClockLoop):
+    """The virtual clock loop, able to run until idle without moving the clock.
+
+    When the loop has nothing ready it asks the clock to jump to its next timer (``advance``);
+    while ``settle()`` waits, that request is refused and ends the wait instead, so ``settle``
+    returns once everything due at the current instant has run.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.idle: asyncio.Future[None] | None = None
+
+    def advance(self, seconds: float) -> None:
+        idle = self.idle
+        if idle is None:
+            super().advance(seconds)
+            return
+        self.idle = None
+        if not idle.done():
+            idle.set_result(None)
+
+    async def settle(self) -> None:
+        keep_awake = self.call_later(FAR_AWAY, lambda: None)
+        try:
+            idle = self.create_future()
+            self.idle = idle
+            await idle
+        finally:
+            keep_awake.cancel()
+
+
+# -- the handlers ------------------------------------------------------------------------------
+
+
+class Handler:
+    """One registration's handler; what it does with a message is written in the body:
+    ``(message number, behaviour)``. ``run`` is the coroutine-function flavour, ``call`` the
+    plain-function one (it answers at once, or returns a coroutine for the slow behaviours)."""
+
+    def __init__(self, machine: BusMachine, rid: int, takes_message: bool) -> None:
+        self.machine = machine
+        self.rid = rid
+        self.takes_message = takes_message
+
+    def _begin(self, argument: Any) -> tuple[int, str]:
+        message = argument if self.takes_message else None
+        mid, behaviour = argument.body if self.takes_message else argument
+        self.machine.starts.append((self.rid, mid))
+        if message is not None and behaviour == "fail":
+            message.fail(FAIL_CODE, f"{self.rid}:{mid}")  # (does nothing unless a request)
+        elif message is not None and behaviour == "reply_hang":
+            message.reply(("early", self.rid, mid))  # ... and go on working
+        return mid, behaviour
+
+    def _answer(self, mid: int, behaviour: str) -> Any:
+        """Return or raise as told (a return after ``fail``/``reply`` is ignored by the bus)."""
+        if behaviour == "raise":
+            raise HandlerBoom(self.rid, mid)
+        if behaviour == "cancel":
+            raise asyncio.CancelledError(self.rid, mid)
+        return ("reply", self.rid, mid)
+
+    async def _slowly(self, mid: int, behaviour: str) -> Any:
+        key = (self.rid, mid)
+        machine = self.machine
+        machine.running.add(key)
+        machine.handler_tasks[key] = asyncio.current_task()
+        try:
+            if behaviour in HANGING:
+                gate = machine.gates[key] = asyncio.Event()
+                await gate.wait()
+                behaviour = machine.release_as.pop(key)
+            else:
+                await asyncio.sleep(SLEEPS[behaviour])
+                behaviour = "ok"
+        finally:
+            machine.running.discard(key)
+            machine.gates.pop(key, None)
+            machine.handler_tasks.pop(key, None)
+        return self._answer(mid, behaviour)
+
+    async def run(self, argument: Any) -> Any:
+        mid, behaviour = self._begin(argument)
+        if behaviour in AT_ONCE:
+            return self._answer(mid, behaviour)
+        return await self._slowly(mid, behaviour)
+
+    def call(self, argument: Any) -> Any:
+        mid, behaviour = self._begin(argument)
+        if behaviour in AT_ONCE:
+            return self._answer(mid, behaviour)
+        return self._slowly(mid, behaviour)
+
+
+def cancelled_key(exc: BaseException) -> tuple[Any, ...]:
+    """The (registration, message) a ``CancelledError`` names: raised by the handler itself as
+    ``CancelledError(rid, mid)``, or made by ``task.cancel((rid, mid))`` from outside."""
+    args = exc.args
+    return args[0] if len(args) == 1 else args
+
+
+def record_of(failure: HandlerFailure) -> Record:
+    """A record on ``bus.errors`` as the model writes it."""
+    owner = getattr(failure.handler, "__self__", None)
+    assert isinstance(owner, Handler), failure
+    exc = failure.exception
+    if isinstance(exc, HandlerBoom):
+        assert exc.rid == owner.rid, failure
+        kind, mid = "HandlerBoom", exc.mid
+    elif isinstance(exc, PipeBoom):
+        kind, mid = "PipeBoom", exc.mid
+    elif isinstance(exc, asyncio.CancelledError):
+        rid, mid = cancelled_key(exc)
+        assert rid == owner.rid, failure
+        kind = "CancelledError"
+    elif isinstance(exc, MessageDroppedError):
+        kind = f"{type(exc).__name__}:{exc.reason}"
+        mid = None if failure.message is None else mid_of(failure.message)
+    else:
+        raise AssertionError(f"unexpected record on bus.errors: {failure!r}")
+    if failure.message is not None:
+        assert mid_of(failure.message) == mid, failure
+    return (kind, owner.rid, mid, failure.address)
+
+
+# -- the model ---------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class MOp:
+    """A call the test made: publish, send, request, drain or close."""
+
+    oid: int
+    kind: str
+    label: str
+    done: bool = False
+    outcome: Outcome = ()
+    # publish and send: what the caller still waits for (handlings started at once, and its
+    # messages waiting for room under overflow="block"); while ``collecting`` it is sending.
+    waits: set[object] = field(default_factory=set[object])
+    collecting: bool = False
+    refused: bool = False
+    # request
+    timeout: float = 0.0
+    pending: bool = False  # not answered while being sent: a pending request of the bus
+
+
+@dataclass(eq=False)
+class MMsg:
+    mid: int
+    behaviour: str
+    request: MOp | None = None
+    # A request's fate, once known: "delivered", "dropped" or "refused" (by the pipe).
+    fate: str | None = None
+
+
+@dataclass(eq=False)
+class Blocked:
+    reg: MReg
+    msg: MMsg
+    op: MOp | None
+
+
+@dataclass(eq=False)
+class MReg:
+    rid: int
+    kind: str  # "consumer" or "listener"
+    address: str
+    pipe: str | None
+    on_error: str
+    limit: int | None
+    max_buffered: int
+    overflow: str
+    registered: bool = True
+    has_mailbox: bool = False
+    paused: bool = False
+    running: int = 0
+    pumping: bool = False
+    buffer: deque[MMsg] = field(default_factory=deque[MMsg])
+    blocked: deque[Blocked] = field(default_factory=deque[Blocked])
+    received: list[int] = field(default_factory=list[int])
+    delivered: int = 0
+    replied: int = 0
+    failed: int = 0
+    dropped: int = 0
+
+    @property
+    def queued(self) -> int:
+        return len(self.buffer) + len(self.blocked)
+
+    @property
+    def gives_messages(self) -> bool:
+        """Whether what waits in its buffer is the message (not a body out of a pipe)."""
+        return self.kind == "consumer" or self.pipe is None
+
+
+@dataclass(eq=False)
+class MJob:
+    """A handling that suspended: sleeping, or hanging until the test releases it."""
+
+    reg: MReg
+    msg: MMsg
+    mailboxed: bool  # started by the registration's mailbox, which counts it as running
+    waiter: MOp | None  # the publish or send that waits for it
+
+
+# Failures, as bus.errors shows them. "killed": the handler's task cancelled from outside.
+KIND_OF = {"raise": "HandlerBoom", "cancel": "CancelledError", "killed": "CancelledError"}
+
+
+class Model:
+    """What the bus must do, as plain Python: routing, flow control, replies, timeouts, close.
+
+    Handlers are called in registration order (the address's, then the pattern's); request and
+    send pick consumers round-robin; a registration's mailbox starts at most ``limit``
+    handlings, keeps up to ``max_buffered`` waiting in order and applies its overflow policy
+    beyond; a pending request ends with the first of its answer, its deadline, its
+    cancellation or close; close fails pending requests, completes pipelines (ending their
+    registrations), waits for running handlers up to the grace period, then drops what waits
+    and cancels what runs.
+    """
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.now = 0.0
+        self.regs: list[MReg] = []
+        self.cursors: dict[str, int] = {}
+        self.jobs: dict[Key, MJob] = {}
+        self.ops: list[MOp] = []
+        self.timers: list[tuple[float, int, str, Any]] = []
+        self._seq = itertools.count()
+        self.counts = Counters()
+        self.errors: list[Record] = []  # expected on bus.errors, not yet compared
+        self.starts: list[Key] = []  # expected handler calls, not yet compared
+        self.ambiguous = False  # two handlers woke at one instant: their order is not defined
+        self.closed = False
+        self.close_op: MOp | None = None
+        self.close_waiters: list[MOp] = []
+        self.finished = False
+        self.requests: list[MMsg] = []  # those that found a consumer
+
+    # -- queries ------------------------------------------------------------------------
+
+    def live(self) -> list[MReg]:
+        return [reg for reg in self.regs if reg.registered]
+
+    def consumers(self, address: str) -> list[MReg]:
+        return [
+            r for r in self.regs if r.registered and r.kind == "consumer" and r.address == address
+        ]
+
+    def targets(self, address: str) -> list[MReg]:
+        exact = [r for r in self.regs if r.registered and r.address == address]
+        return exact + [r for r in self.regs if r.registered and r.address == PATTERN]
+
+    def peek(self, address: str) -> MReg | None:
+        consumers = self.consumers(address)
+        if not consumers:
+            return None
+        index = self.cursors.get(address, 0)
+        return consumers[index if index < len(consumers) else 0]
+
+    def pending_requests(self) -> int:
+        return sum(1 for op in self.ops if op.kind == "request" and op.pending and not op.done)
+
+    def hanging(self) -> list[MJob]:
+        return [
+            self.jobs[key] for key in sorted(self.jobs) if self.jobs[key].msg.behaviour in HANGING
+        ]
+
+    def hanging_requests(self) -> list[MJob]:
+        return [
+            job
+            for job in self.hanging()
+            if job.msg.request is not None and not job.msg.request.done
+        ]
+
+    def waiting(self) -> list[MOp]:
+        return [op for op in self.ops if not op.done and op.kind != "close"]
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def _op(self, kind: str, label: str) -> MOp:
+        op = MOp(len(self.ops), kind, label)
+        self.ops.append(op)
+        return op
+
+    def _finish(self, op: MOp, *outcome: Any) -> None:
+        assert not op.done, op
+        op.done = True
+        op.outcome = outcome
+
+    def _at(self, when: float, kind: str, what: Any) -> None:
+        heapq.heappush(self.timers, (when, next(self._seq), kind, what))
+
+    def _report(self, reg: MReg, kind: str, mid: int | None) -> None:
+        """A record on bus.errors; failures (not drops) are counted."""
+        self.errors.append((kind, reg.rid, mid, reg.address))
+        if not kind.startswith(("MessageDroppedError", "BufferFullError")):
+            self.counts.failed += 1
+            reg.failed += 1
+
+    def _settle_request(self, op: MOp, reg: MReg, outcome: Outcome) -> None:
+        """The requester gets ``outcome`` from ``reg``; replies and failures are counted."""
+        self._finish(op, *outcome)
+        if outcome[0] == "value":
+            self.counts.replied += 1
+            reg.replied += 1
+        elif not issubclass(outcome[1], MessageDroppedError):
+            self.counts.failed += 1
+            reg.failed += 1
+
+    def _release(self, op: MOp | None, token: object) -> None:
+        """A publish or send stops waiting for ``token``; it returns once nothing is left."""
+        if op is None or op.done:
+            return
+        op.waits.discard(token)
+        if not op.collecting and not op.waits:
+            self._finish_sending(op)
+
+    def _finish_sending(self, op: MOp) -> None:
+        if op.refused:
+            self._finish(op, "error", BufferFullError, None)
+        else:
+            self._finish(op, "value", None)
+
+    # -- registering ----------------------------------------------------------------------
+
+    def register(self, reg: MReg) -> None:
+        reg.has_mailbox = reg.limit is not None
+        self.regs.append(reg)
+
+    def end_registration(self, reg: MReg, discard: bool) -> None:
+        if not reg.registered:
+            return
+        if reg.kind == "consumer":
+            index = self.consumers(reg.address).index(reg)
+            if index < self.cursors.get(reg.address, 0):
+                self.cursors[reg.address] -= 1
+        reg.registered = False
+        if reg.has_mailbox:
+            if discard:
+                self._discard_all(reg, "unregistered")
+            self._pump(reg)
+
+    def pause(self, reg: MReg) -> None:
+        if reg.registered:
+            reg.has_mailbox = True
+            reg.paused = True
+
+    def resume(self, reg: MReg) -> None:
+        if reg.has_mailbox:
+            reg.paused = False
+            self._pump(reg)
+
+    # -- sending --------------------------------------------------------------------------
+
+    def publish(self, address: str, msg: MMsg, label: str) -> MOp:
+        op = self._op("publish", label)
+        if self.closed:
+            self._finish(op, "error", BusClosedError, None)
+            return op
+        self.counts.published += 1
+        op.collecting = True
+        for reg in self.targets(address):
+            if reg.registered:  # (a pipe failing with on_error="unregister" ends its own only)
+                self._enter_event(reg, msg, op)
+        op.collecting = False
+        if not op.waits:
+            self._finish_sending(op)
+        return op
+
+    def send(self, address: str, msg: MMsg, label: str) -> MOp:
+        op = self._op("send", label)
+        if self.closed:
+            self._finish(op, "error", BusClosedError, None)
+            return op
+        reg = self._pick(address)
+        if reg is None:
+            self._finish(op, "error", HandlerNotFoundError, None)
+            return op
+        self.counts.sent += 1
+        op.collecting = True
+        self._enter_event(reg, msg, op)
+        op.collecting = False
+        if not op.waits:
+            self._finish_sending(op)
+        return op
+
+    def request(self, address: str, mid: int, behaviour: str, timeout: float, label: str) -> MOp:
+        op = self._op("request", label)
+        op.timeout = timeout
+        if self.closed:
+            self._finish(op, "error", BusClosedError, None)
+            return op
+        reg = self._pick(address)
+        if reg is None:
+            self._finish(op, "error", HandlerNotFoundError, None)
+            return op
+        self.counts.requested += 1
+        msg = MMsg(mid, behaviour, op)
+        self.requests.append(msg)
+        if reg.pipe == "even" and mid % 2:  # filtered out: the requester fails at once
+            msg.fate = "refused"
+            self._settle_request(op, reg, ("error", MessageRejectedError, None))
+        elif reg.pipe == "boom" and mid % 3 == 0:
+            # Reported on bus.errors and raised to the requester: one failure, counted once.
+            # (The bus counts it twice: test_a_pipe_failure_of_a_request_counts_once, xfail;
+            # the machine never sends such a request.)
+            msg.fate = "refused"
+            self._pipe_failure(reg, mid, counted=False)
+            outcome = ("error", HandlerExecutionError, ("PipeBoom", reg.rid, mid))
+            self._settle_request(op, reg, outcome)
+        elif reg.has_mailbox:
+            self._offer(reg, msg, None)
+        else:
+            self._dispatch(reg, msg, None, mailboxed=False)
+        if not op.done:
+            op.pending = True
+            self._at(self.now + timeout, "deadline", op)
+        return op
+
+    def drain(self, label: str) -> MOp:
+        op = self._op("drain", label)
+        if self.closed:
+            self._finish(op, "error", BusClosedError, None)
+        elif not self.jobs:
+            self._finish(op, "value", None)
+        return op
+
+    def close(self, label: str) -> MOp:
+        op = self._op("close", label)
+        if self.close_op is not None:  # a second close() waits for the first
+            if self.finished:
+                self._finish(op, "value", None)
+            else:
+                self.close_waiters.append(op)
+            return op
+        self.closed = True
+        self.close_op = op
+        for request in self.ops:
+            if request.kind == "request" and not request.done:
+                self._finish(request, "error", BusClosedError, None)
+        for reg in self.regs:
+            if reg.registered and reg.pipe is not None:
+                # Its pipeline completes, which ends it; what waits for it is handled within
+                # the grace period, or (paused) dropped as "closed" at its end, as for any
+                # registration. (The bus says "unregistered" for a paused one: see
+                # test_close_drops_what_a_paused_piped_registration_holds_as_closed, xfail.)
+                self.end_registration(reg, discard=False)
+        if self.jobs:
+            self._at(self.now + self.grace, "grace", op)
+        else:
+            self._finish_close()
+        return op
+
+    def cancel(self, op: MOp) -> None:
+        for token in op.waits:
+            if isinstance(token, Blocked):  # its message leaves with it, like a Queue.put
+                token.reg.blocked.remove(token)
+        self._finish(op, "cancelled")
+
+    # -- handlers -------------------------------------------------------------------------
+
+    def release(self, job: MJob, behaviour: str) -> None:
+        self._job_end(job, behaviour)
+
+    def advance(self, seconds: float) -> None:
+        target = self.now + seconds
+        while self.timers and self.timers[0][0] <= target:
+            when = self.timers[0][0]
+            batch: list[tuple[float, int, str, Any]] = []
+            while self.timers and self.timers[0][0] == when:
+                batch.append(heapq.heappop(self.timers))
+            self.now = when
+            wakers = [e for e in batch if e[2] == "job" and self._is_running(e[3])]
+            if len(wakers) > 1:
+                self.ambiguous = True
+            for _, _, kind, what in batch:
+                if kind == "job":
+                    if self._is_running(what):
+                        self._job_end(what, "ok")
+                elif kind == "deadline":
+                    if not what.done:
+                        self._finish(what, "error", HandlerTimeoutError, what.timeout)
+                elif kind == "grace" and not self.finished:
+                    self._finish_close()
+        self.now = target
+
+    def _is_running(self, job: MJob) -> bool:
+        return self.jobs.get((job.reg.rid, job.msg.mid)) is job
+
+    # -- inside the bus -----------------------------------------------------------------
+
+    def _pick(self, address: str) -> MReg | None:
+        consumers = self.consumers(address)
+        if not consumers:
+            return None
+        index = self.cursors.get(address, 0)
+        if index >= len(consumers):
+            index = 0
+        self.cursors[address] = index + 1
+        return consumers[index]
+
+    def _pipe_failure(self, reg: MReg, mid: int, counted: bool = True) -> None:
+        """The pipe's operator raised: reported, the pipeline subscribed again or ended."""
+        if counted:
+            self._report(reg, "PipeBoom", mid)
+        else:
+            self.errors.append(("PipeBoom", reg.rid, mid, reg.address))
+        if reg.on_error == "unregister":
+            self.end_registration(reg, discard=True)
+
+    def _enter_event(self, reg: MReg, msg: MMsg, op: MOp) -> None:
+        if reg.pipe == "even" and msg.mid % 2:
+            return
+        if reg.pipe == "boom" and msg.mid % 3 == 0:
+            self._pipe_failure(reg, msg.mid)
+            return
+        if reg.has_mailbox:
+            self._offer(reg, msg, op)
+        else:
+            self._dispatch(reg, msg, op, mailboxed=False)
+
+    def _dispatch(self, reg: MReg, msg: MMsg, waiter: MOp | None, mailboxed: bool) -> MJob | None:
+        if msg.request is not None and msg.request.done:
+            # A buffered request whose requester stopped waiting is skipped: dropped, not
+            # reported (its requester has its outcome).
+            reg.dropped += 1
+            self.counts.dropped += 1
+            self._fate(msg, "dropped")
+            return None
+        self._fate(msg, "delivered")
+        reg.delivered += 1
+        self.counts.delivered += 1
+        reg.received.append(msg.mid)
+        self.starts.append((reg.rid, msg.mid))
+        if msg.behaviour in AT_ONCE:
+            self._outcome(reg, msg, msg.behaviour)
+            return None
+        if msg.behaviour == "reply_hang" and msg.request is not None:
+            self._outcome(reg, msg, "early")  # message.reply(), then it goes on working
+        job = MJob(reg, msg, mailboxed, waiter)
+        self.jobs[(reg.rid, msg.mid)] = job
+        if msg.behaviour in SLEEPS:
+            self._at(self.now + SLEEPS[msg.behaviour], "job", job)
+        if waiter is not None:
+            waiter.waits.add(job)
+        return job
+
+    def _outcome(self, reg: MReg, msg: MMsg, behaviour: str) -> None:
+        """What a handler did with ``msg``: returned, raised, or answered explicitly."""
+        op = msg.request
+        failed = behaviour in KIND_OF
+        if op is None:  # (reply() and fail() do nothing on a published or sent message)
+            if failed:
+                self._report(reg, KIND_OF[behaviour], msg.mid)
+            return
+        if behaviour in ("ok", "early"):
+            outcome: Outcome = (
+                "value",
+                ("reply" if behaviour == "ok" else behaviour, reg.rid, msg.mid),
+            )
+        elif behaviour == "fail":
+            outcome = ("error", ReplyFailedError, (FAIL_CODE, f"{reg.rid}:{msg.mid}"))
+        else:
+            outcome = ("error", HandlerExecutionError, (KIND_OF[behaviour], reg.rid, msg.mid))
+        if not op.done:
+            self._settle_request(op, reg, outcome)
+        elif failed:
+            # Its requester has an answer already (explicit, or its timeout, cancellation or
+            # BusClosedError): the failure goes to bus.errors. A late reply is dropped.
+            self._report(reg, KIND_OF[behaviour], msg.mid)
+
+    def _job_end(self, job: MJob, behaviour: str) -> None:
+        reg = job.reg
+        del self.jobs[(reg.rid, job.msg.mid)]
+        self._outcome(reg, job.msg, behaviour)
+        self._release(job.waiter, job)
+        if job.mailboxed:
+            reg.running -= 1
+            self._pump(reg)
+        self._quiet()
+
+    def _quiet(self) -> None:
+        if self.jobs:
+            return
+        for op in self.ops:
+            if op.kind == "drain" and not op.done:
+                self._finish(op, "value", None)
+        if self.close_op is not None and not self.finished:
+            self._finish_close()
+
+    def _finish_close(self) -> None:
+        self.finished = True
+        for reg in self.regs:
+            if reg.has_mailbox:
+                self._discard_all(reg, "closed")
+        for job in self.jobs.values():  # cancelled, not reported
+            self._release(job.waiter, job)
+            if job.mailboxed:
+                job.reg.running -= 1
+        self.jobs.clear()
+        for reg in self.regs:
+            reg.registered = False
+        for op in [self.close_op, *self.close_waiters]:
+            assert op is not None
+            self._finish(op, "value", None)
+        for op in self.ops:
+            if op.kind == "drain" and not op.done:
+                self._finish(op, "value", None)
+
+    # -- flow control (a registration's mailbox) ------------------------------------------
+
+    def _has_slot(self, reg: MReg) -> bool:
+        return reg.limit is None or reg.running < reg.limit
+
+    def _offer(self, reg: MReg, msg: MMsg, op: MOp | None) -> None:
+        if not reg.paused and self._has_slot(reg):
+            if not reg.buffer and not reg.blocked:
+                self._start(reg, msg, op)
+                return
+            self._pump(reg)
+        if len(reg.buffer) < reg.max_buffered:
+            reg.buffer.append(msg)
+            if not reg.paused and self._has_slot(reg):
+                self._pump(reg)
+            return
+        if reg.overflow == "block":
+            entry = Blocked(reg, msg, op)
+            reg.blocked.append(entry)
+            if op is not None:
+                op.waits.add(entry)
+        elif reg.overflow == "drop_newest":
+            self._drop(reg, msg, "overflow")
+        elif reg.overflow == "drop_oldest" and reg.buffer:
+            self._drop(reg, reg.buffer.popleft(), "overflow")
+            reg.buffer.append(msg)
+        elif reg.overflow == "drop_oldest":
+            self._drop(reg, msg, "overflow")
+        else:  # "error": refused
+            self._fate(msg, "dropped")
+            reg.dropped += 1
+            self.counts.dropped += 1
+            if msg.request is None and op is not None:
+                op.refused = True
+            else:
+                self._discard(reg, msg, BufferFullError, "overflow")
+
+    def _start(self, reg: MReg, msg: MMsg, waiter: MOp | None) -> None:
+        reg.running += 1
+        if self._dispatch(reg, msg, waiter, mailboxed=True) is not None:
+            return
+        reg.running -= 1
+        if reg.buffer and not reg.pumping:
+            self._pump(reg)
+
+    def _pump(self, reg: MReg) -> None:
+        if reg.pumping:
+            return
+        reg.pumping = True
+        try:
+            while True:
+                self._admit_blocked(reg)
+                if reg.paused or not reg.buffer or not self._has_slot(reg):
+                    break
+                self._start(reg, reg.buffer.popleft(), None)
+        finally:
+            reg.pumping = False
+
+    def _admit_blocked(self, reg: MReg) -> None:
+        while reg.blocked and (
+            len(reg.buffer) < reg.max_buffered
+            or (not reg.buffer and not reg.paused and self._has_slot(reg))
+        ):
+            entry = reg.blocked.popleft()
+            self._release(entry.op, entry)
+            reg.buffer.append(entry.msg)
+
+    def _fate(self, msg: MMsg, fate: str) -> None:
+        if msg.request is not None:
+            assert msg.fate is None, msg
+            msg.fate = fate
+
+    def _drop(self, reg: MReg, msg: MMsg, reason: str) -> None:
+        self._fate(msg, "dropped")
+        reg.dropped += 1
+        self.counts.dropped += 1
+        self._discard(reg, msg, MessageDroppedError, reason)
+
+    def _discard(self, reg: MReg, msg: MMsg, error: type[Exception], reason: str) -> None:
+        op = msg.request
+        if op is not None:
+            if not op.done:  # its requester fails at once; one who stopped waiting is not told
+                self._settle_request(op, reg, ("error", error, reason))
+            return
+        mid = msg.mid if reg.gives_messages else None
+        self._report(reg, f"{error.__name__}:{reason}", mid)
+
+    def _discard_all(self, reg: MReg, reason: str) -> None:
+        items = list(reg.buffer)
+        reg.buffer.clear()
+        for entry in reg.blocked:
+            self._release(entry.op, entry)
+            items.append(entry.msg)
+        reg.blocked.clear()
+        for msg in items:
+            self._drop(reg, msg, reason)
+
+
+# -- the state machine -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A registration to make."""
+
+    consumer: bool
+    address: str
+    plain: bool  # a plain function (else a coroutine function)
+    pipe: str | None
+    on_error: str
+    limit: int | None
+    max_buffered: int | None
+    overflow: str | None
+
+
+specs = st.builds(
+    Spec,
+    consumer=st.sampled_from((True, True, False)),
+    address=st.sampled_from((*ADDRESSES, ADDRESSES[0], PATTERN)),
+    plain=st.booleans(),
+    pipe=st.sampled_from((None, None, "even", "boom")),
+    on_error=st.sampled_from(("resubscribe", "unregister")),
+    limit=st.sampled_from((None, None, 1, 2)),
+    max_buffered=st.sampled_from((None, 0, 1, 2)),
+    overflow=st.sampled_from((None, "block", "drop_oldest", "drop_newest", "error")),
+)
+first_consumers = specs.map(lambda spec: replace(spec, consumer=True, address=ADDRESSES[0]))
+behaviours = st.sampled_from((*BEHAVIOURS, "hang"))  # hanging twice as often
+variants = st.integers(0, 5)  # a message number's remainder mod 6: what the pipes do with it
+indexes = st.integers(0, 31)
+
+
+class BusMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = ModelLoop()
+        self.bus: EventBus | None = None
+        self.model: Model | None = None
+        self.handles: dict[int, Registration] = {}
+        self.tasks: dict[int, asyncio.Task[Any]] = {}
+        self.checked: set[int] = set()  # ops whose outcome was compared
+        self.starts: list[Key] = []  # every handler call, in order
+        self.running: set[Key] = set()
+        self.gates: dict[Key, asyncio.Event] = {}
+        self.release_as: dict[Key, str] = {}
+        self.handler_tasks: dict[Key, asyncio.Task[Any] | None] = {}
+        self.failures: list[HandlerFailure] = []
+        self.errors_completed = False
+        self.compared_failures = 0
+        self.compared_starts = 0
+        self.steps = 0
+        self._rids = itertools.count(1)
+        self._mids = itertools.count(1)
+        self._logger = logging.getLogger("tinybus")
+        self._logger_level = self._logger.level
+        self._logger.setLevel(logging.CRITICAL)  # thousands of expected failures: keep quiet
+
+    # -- driving the loop ---------------------------------------------------------------
+
+    def _run[T](self, make: Callable[[], Awaitable[T]]) -> T:
+        """Run ``make()`` on the loop, then everything due at the current instant."""
+
+        async def step() -> T:
+            result = await make()
+            await self.loop.settle()
+            return result
+
+        return self.loop.run_until_complete(step())
+
+    def _do[T](self, action: Callable[[], T]) -> T:
+        """Call ``action`` from inside the loop (handlers start eagerly in it), then settle."""
+
+        async def call() -> T:
+            return action()
+
+        return self._run(call)
+
+    def _launch(self, op: MOp, coro: Coroutine[Any, Any, Any]) -> None:
+        self.tasks[op.oid] = self.loop.create_task(coro)
+        self._do(lambda: None)
+
+    @property
+    def m(self) -> Model:
+        assert self.model is not None
+        return self.model
+
+    @property
+    def b(self) -> EventBus:
+        assert self.bus is not None
+        return self.bus
+
+    # -- rules --------------------------------------------------------------------------
+
+    @initialize(
+        grace=st.sampled_from(GRACES),
+        first=first_consumers,
+        others=st.lists(specs, max_size=4),
+    )
+    def open_bus(self, grace: float, first: Spec, others: list[Spec]) -> None:
+        """A bus, with a consumer at "a" and up to four other registrations."""
+        bus = self.bus = EventBus(default_timeout=DEFAULT_TIMEOUT, close_timeout=grace)
+        self.model = Model(grace)
+
+        def completed() -> None:
+            self.errors_completed = True
+
+        async def enter() -> None:
+            await bus.__aenter__()  # binds the bus to the loop
+            bus.errors.subscribe(on_next=self.failures.append, on_completed=completed)
+
+        self._run(enter)
+        for spec in (first, *others):
+            self.register(spec)
+
+    @precondition(lambda self: self.model is not None)
+    @rule(spec=specs)
+    def register(self, spec: Spec) -> None:
+        model = self.m
+        if len(model.live()) >= MAX_LIVE_REGISTRATIONS:
+            return
+        consumer = spec.consumer
+        address = ADDRESSES[0] if consumer and spec.address == PATTERN else spec.address
+        rid = next(self._rids)
+        handler = Handler(self, rid, takes_message=consumer)
+        function = handler.call if spec.plain else handler.run
+        options: RegistrationOptions = {}
+        if spec.pipe is not None:
+            options["pipe"] = PIPES[spec.pipe]()
+            if spec.pipe == "boom":
+                options["on_error"] = cast(Any, spec.on_error)
+        if spec.limit is not None:
+            options["max_concurrency"] = spec.limit
+        if spec.max_buffered is not None:
+            options["max_buffered"] = spec.max_buffered
+        if spec.overflow is not None:
+            options["overflow"] = cast(Any, spec.overflow)
+        bus = self.b
+
+        def add() -> Registration:
+            if consumer:
+                return bus.consumer(address, function, **options)
+            return bus.on(address, function, **options)
+
+        if model.closed:
+            with pytest.raises(BusClosedError):
+                self._do(add)
+            return
+        self.handles[rid] = self._do(add)
+        model.register(
+            MReg(
+                rid,
+                "consumer" if consumer else "listener",
+                address,
+                spec.pipe,
+                spec.on_error if spec.pipe == "boom" else "resubscribe",
+                spec.limit,
+                1000 if spec.max_buffered is None else spec.max_buffered,
+                spec.overflow or "block",
+            )
+        )
+
+    @precondition(lambda self: self.model is not None and self.model.regs)
+    @rule(index=indexes, action=st.sampled_from(("pause", "resume", "unregister")))
+    def control(self, index: int, action: str) -> None:
+        """pause(), resume() or unregister() a registration, also one that has ended."""
+        reg = self.m.regs[index % len(self.m.regs)]
+        handle = self.handles[reg.rid]
+        if action == "pause":
+            self._do(handle.pause)
+            self.m.pause(reg)
+        elif action == "resume":
+            self._do(handle.resume)
+            self.m.resume(reg)
+        else:
+            self._do(handle.unregister)
+            self.m.end_registration(reg, discard=True)
+
+    @precondition(lambda self: self.model is not None)
+    @rule(
+        kind=st.sampled_from(("publish", "send", "request", "request")),
+        address=st.sampled_from((*ADDRESSES, ADDRESSES[0], NOBODY)),
+        behaviour=behaviours,
+        variant=variants,
+        timeout=st.sampled_from(TIMEOUTS),
+    )
+    def message(
+        self, kind: str, address: str, behaviour: str, variant: int, timeout: float | None
+    ) -> None:
+        """publish, send or request one message, in a task of its own."""
+        model, bus = self.m, self.b
+        mid = next(self._mids) * 6 + variant
+        body = (mid, behaviour)
+        if kind == "publish":
+            op = model.publish(address, MMsg(mid, behaviour), f"publish({address!r}, {body})")
+            self._launch(op, bus.publish(address, body))
+            return
+        if kind == "send":
+            op = model.send(address, MMsg(mid, behaviour), f"send({address!r}, {body})")
+            self._launch(op, bus.send(address, body))
+            return
+        target = model.peek(address)
+        if target is not None and target.pipe == "boom" and mid % 3 == 0 and not model.closed:
+            # A request failing in its consumer's pipe is counted twice by the bus
+            # (test_a_pipe_failure_of_a_request_counts_once, xfail): not generated.
+            mid += 1
+            body = (mid, behaviour)
+        op = model.request(
+            address,
+            mid,
+            behaviour,
+            DEFAULT_TIMEOUT if timeout is None else timeout,
+            f"request({address!r}, {body}, timeout={timeout})",
+        )
+        self._launch(op, bus.request(address, body, timeout=timeout))
+
+    # Hypothesis picks among the rules that apply evenly: sending gets three entries.
+    another_message = message
+    a_third_message = message
+
+    @precondition(lambda self: self.model is not None and self.model.hanging())
+    @rule(index=indexes, outcome=st.sampled_from(RELEASES))
+    def release(self, index: int, outcome: str) -> None:
+        """A hanging handler goes on: it replies, raises, or raises CancelledError."""
+        jobs = self.m.hanging()
+        job = jobs[index % len(jobs)]
+        key = (job.reg.rid, job.msg.mid)
+        self.release_as[key] = outcome
+        self._do(self.gates[key].set)
+        self.m.release(job, outcome)
+
+    @precondition(lambda self: self.model is not None and self._killable())
+    @rule(index=indexes)
+    def cancel_handler(self, index: int) -> None:
+        """Cancel a running handler's task from outside (not close()): the handler has failed
+        (its requester gets HandlerExecutionError, else the failure goes to bus.errors), and
+        its registration moves on to what waits for it."""
+        jobs = self._killable()
+        job = jobs[index % len(jobs)]
+        key = (job.reg.rid, job.msg.mid)
+        task = self.handler_tasks[key]
+        assert task is not None
+        self._do(lambda: task.cancel(key))
+        self.m.release(job, "killed")
+
+    def _killable(self) -> list[MJob]:
+        """Running handlers, but not those with messages waiting behind them: their buffer
+        would not move on (test_a_handler_cancelled_from_outside_lets_its_buffer_move_on,
+        xfail)."""
+        model = self.m
+        return [
+            model.jobs[key]
+            for key in sorted(model.jobs)
+            if not (model.jobs[key].mailboxed and model.jobs[key].reg.queued)
+        ]
+
+    @precondition(lambda self: self.model is not None and self.model.waiting())
+    @rule(index=indexes)
+    def cancel(self, index: int) -> None:
+        """Cancel a waiting requester, publisher, sender or drain()."""
+        waiting = self.m.waiting()
+        op = waiting[index % len(waiting)]
+        self._do(self.tasks[op.oid].cancel)
+        self.m.cancel(op)
+
+    @precondition(lambda self: self.model is not None and self.model.hanging_requests())
+    @rule(
+        index=indexes,
+        outcome=st.sampled_from(RELEASES),
+        answer_first=st.booleans(),
+    )
+    def cancel_requester_as_its_handler_answers(
+        self, index: int, outcome: str, answer_first: bool
+    ) -> None:
+        """The suspected race: a hanging handler is released and its requester cancelled in
+        the same loop iteration, the cancellation first, or the answer first (the handler
+        settles the requester's future, then the requester is cancelled before it resumes).
+        Either way the requester gets CancelledError and the answer is late: a failure goes to
+        bus.errors (counted once), a reply is dropped (and not counted)."""
+        jobs = self.m.hanging_requests()
+        job = jobs[index % len(jobs)]
+        request = job.msg.request
+        assert request is not None
+        key = (job.reg.rid, job.msg.mid)
+        self.release_as[key] = outcome
+        task, gate = self.tasks[request.oid], self.gates[key]
+
+        def both() -> None:
+            if answer_first:
+                gate.set()  # the handler runs first thing next iteration...
+                self.loop.call_soon(task.cancel)  # ...and its requester is cancelled after it
+            else:
+                task.cancel()
+                gate.set()
+
+        self._do(both)
+        self.m.cancel(request)
+        self.m.release(job, outcome)
+
+    @precondition(lambda self: self.model is not None)
+    @rule(seconds=st.integers(1, 3))
+    def advance(self, seconds: int) -> None:
+        """Let virtual time pass: sleeping handlers wake, deadlines and the grace period end."""
+        self._run(lambda: asyncio.sleep(seconds))
+        self.m.advance(seconds)
+
+    @precondition(lambda self: self.model is not None)
+    @rule()
+    def drain(self) -> None:
+        op = self.m.drain("drain()")
+        self._launch(op, self.b.drain())
+
+    @precondition(
+        lambda self: (
+            self.model is not None
+            and self.steps >= CLOSE_AFTER
+            and not self.model.finished
+            and not self.model.close_waiters
+            and not self._paused_pipes_holding()
+        )
+    )
+    @rule()
+    def close(self) -> None:
+        """close(), or a second close() that waits for the first; later steps go on against the
+        closed bus (every call raises BusClosedError)."""
+        op = self.m.close("close()")
+        self._launch(op, self.b.close())
+
+    def _paused_pipes_holding(self) -> list[MReg]:
+        """Paused registrations with a pipe and messages waiting: close() drops those with the
+        wrong reason (test_close_drops_what_a_paused_piped_registration_holds_as_closed, xfail),
+        so the machine resumes them before closing."""
+        return [
+            reg
+            for reg in self.m.regs
+            if reg.registered and reg.pipe is not None and reg.paused and reg.queued
+        ]
+
+    # -- checks -------------------------------------------------------------------------
+
+    @invariant()
+    def agrees_with_the_model(self) -> None:
+        if self.model is None:
+            return
+        model, bus = self.model, self.b
+        self.steps += 1
+        assert self.loop.time() == model.now
+
+        for op in model.ops:
+            if op.oid in self.checked:
+                continue
+            task = self.tasks[op.oid]
+            assert task.done() == op.done, (
+                f"{op.label} should {'have finished' if op.done else 'still wait'}"
+            )
+            if op.done:
+                self._check_outcome(op, task)
+                self.checked.add(op.oid)
+
+        assert self.running == set(model.jobs), "running handlers"
+
+        starts, model_starts = self.starts[self.compared_starts :], model.starts
+        self.compared_starts = len(self.starts)
+        model.starts = []
+        if model.ambiguous:
+            assert Counter(starts) == Counter(model_starts), "handler calls"
+        else:
+            assert starts == model_starts, "handler calls, in order"
+        model.ambiguous = False
+
+        records = [record_of(f) for f in self.failures[self.compared_failures :]]
+        self.compared_failures = len(self.failures)
+        assert Counter(records) == Counter(model.errors), "records on bus.errors"
+        model.errors = []
+
+        stats = bus.stats()
+        assert stats.totals == model.counts
+        assert stats.pending_requests == model.pending_requests()
+        assert stats.running_handlers == len(model.jobs)
+        assert stats.scheduled_timers == 0
+        assert stats.subscriptions == len(model.live())
+        assert stats.queued == sum(reg.queued for reg in model.regs)
+
+        for reg in model.regs:
+            handle = self.handles[reg.rid]
+            assert handle.is_registered == reg.registered, reg
+            assert handle.is_paused == reg.paused, reg
+            assert handle.queued == reg.queued, reg
+            assert handle.dropped == reg.dropped, reg
+            assert (handle.delivered, handle.replied, handle.failed) == (
+                reg.delivered,
+                reg.replied,
+                reg.failed,
+            ), reg
+            assert [mid for rid, mid in self.starts if rid == reg.rid] == reg.received, reg
+
+    def _check_outcome(self, op: MOp, task: asyncio.Task[Any]) -> None:
+        expected = op.outcome
+        if expected[0] == "cancelled":
+            assert task.cancelled(), f"{op.label}: expected CancelledError"
+            return
+        assert not task.cancelled(), f"{op.label} was cancelled; expected {expected}"
+        error = task.exception()
+        if expected[0] == "value":
+            assert error is None, f"{op.label} raised {error!r}; expected {expected[1]!r}"
+            assert task.result() == expected[1], op.label
+            return
+        _, kind, detail = expected
+        assert type(error) is kind, f"{op.label} raised {error!r}; expected {kind.__name__}"
+        if isinstance(error, HandlerExecutionError):
+            original = error.original_error
+            name, rid, mid = detail
+            assert type(original).__name__ == name, (op.label, original)
+            if isinstance(original, HandlerBoom):
+                assert (original.rid, original.mid) == (rid, mid), op.label
+            elif isinstance(original, PipeBoom):
+                assert original.mid == mid, op.label
+            else:
+                assert cancelled_key(original) == (rid, mid), op.label
+        elif isinstance(error, HandlerTimeoutError):
+            assert error.timeout == detail, op.label
+        elif isinstance(error, ReplyFailedError):
+            assert (error.code, error.text) == detail, op.label
+        elif isinstance(error, MessageDroppedError) and detail is not None:
+            assert error.reason == detail, op.label
+
+    # -- the end of every run -------------------------------------------------------------
+
+    def teardown(self) -> None:
+        # After a failed step (its exception is on its way out) only clean up: checking more
+        # would replace the failure hypothesis is shrinking with another.
+        failing = sys.exc_info()[1] is not None
+        try:
+            if self.model is not None and not failing:
+                self._close_and_check()
+        finally:
+            self._dispose()
+
+    def _close_and_check(self) -> None:
+        model, bus = self.m, self.b
+        if model.close_op is None:
+            for reg in self._paused_pipes_holding():  # see _paused_pipes_holding
+                self._do(self.handles[reg.rid].resume)
+                model.resume(reg)
+            self.agrees_with_the_model()
+            self.close()
+        if not model.finished:
+            seconds = math.ceil(model.grace) + 1
+            self._run(lambda: asyncio.sleep(seconds))
+            model.advance(seconds)
+        self.agrees_with_the_model()
+        assert model.finished
+        assert all(task.done() for task in self.tasks.values())
+        # Counters' promise: every request is delivered or dropped, or refused by the pipe.
+        fates = Counter(msg.fate for msg in model.requests)
+        assert None not in fates, fates
+        assert model.counts.requested == sum(fates.values())
+        stats = bus.stats()
+        assert stats.pending_requests == 0
+        assert stats.running_handlers == 0
+        assert stats.scheduled_timers == 0
+        assert stats.subscriptions == 0
+        assert stats.queued == 0
+        assert stats.addresses == {}
+        assert self.errors_completed
+        assert not any(handle.is_registered for handle in self.handles.values())
+
+    def _dispose(self) -> None:
+        loop = self.loop
+        try:
+            if self.bus is not None and not self.bus.is_closed:  # (a step failed)
+                loop.run_until_complete(self.bus.close(timeout=0))
+            leftovers = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in leftovers:
+                task.cancel()
+            if leftovers:
+                loop.run_until_complete(asyncio.wait(leftovers))
+            for task in self.tasks.values():
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: no "never retrieved" complaint
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+            self._logger.setLevel(self._logger_level)
+
+
+def test_the_bus_agrees_with_its_model(request: pytest.FixtureRequest) -> None:
+    """Random runs of the bus, step by step against the model (see the module docstring)."""
+    slow = bool(request.config.getoption("--slow"))
+    run_state_machine_as_test(
+        BusMachine,
+        settings=settings(
+            max_examples=SLOW_EXAMPLES if slow else CI_EXAMPLES,
+            stateful_step_count=STEPS,
+            deadline=None,
+            database=None,
+            print_blob=True,
+        ),
+    )
+
+
+# -- regressions: defects the machine found, and the race of a failure and a cancellation ----------
+
+
+async def _hanging_consumer(
+    bus: EventBus, outcome: BaseException
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """A consumer at "work" that, once released, raises ``outcome``; returns (started, gate)."""
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    async def work(message: Message[Any]) -> None:
+        started.set()
+        await gate.wait()
+        raise outcome
+
+    bus.consumer("work", work)
+    return started, gate
+
+
+def test_a_failure_after_the_requester_is_cancelled_in_one_iteration_is_reported() -> None:
+    """The requester is cancelled, then its handler fails, in one loop iteration: the
+    failure is late, and goes to bus.errors."""
+
+    async def scenario() -> None:
+        async with EventBus(default_timeout=10.0, close_timeout=0.1) as bus:
+            failures: list[HandlerFailure] = []
+            bus.errors.subscribe(failures.append)
+            started, gate = await _hanging_consumer(bus, ValueError("late"))
+            requester = asyncio.create_task(bus.request("work", None))
+            async with asyncio.timeout(5):
+                await started.wait()
+            requester.cancel()
+            gate.set()
+            await asyncio.wait([requester])
+            assert requester.cancelled()
+            await bus.drain()
+            assert [type(f.exception) for f in failures] == [ValueError]
+            assert bus.stats().totals.failed == 1
+
+    run_virtual(scenario())
+
+
+def test_a_failure_settled_just_before_the_requester_is_cancelled_is_not_lost() -> None:
+    """The handler fails, and in that same loop iteration (after it) its requester is
+    cancelled. The requester sees CancelledError; the failure must then go to bus.errors
+    (or be raised to the requester instead), never vanish, and count once.
+
+    (This was lost, neither raised nor reported, until commit 9cf708a, which the machine's
+    ``cancel_requester_as_its_handler_answers`` rule and this test also found.)"""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        async with EventBus(default_timeout=10.0, close_timeout=0.1) as bus:
+            failures: list[HandlerFailure] = []
+            bus.errors.subscribe(failures.append)
+            started, gate = await _hanging_consumer(bus, ValueError("lost?"))
+            requester = asyncio.create_task(bus.request("work", None))
+            async with asyncio.timeout(5):
+                await started.wait()
+            gate.set()  # the handler raises first thing next iteration...
+            loop.call_soon(requester.cancel)  # ...and its requester is cancelled right after
+            await asyncio.wait([requester])
+            raised_to_requester = not requester.cancelled() and isinstance(
+                requester.exception(), HandlerExecutionError
+            )
+            await bus.drain()
+            reported = [f for f in failures if isinstance(f.exception, ValueError)]
+            assert raised_to_requester or reported, "the handler's failure was lost"
+            assert not (raised_to_requester and reported), "given and reported"
+            assert bus.stats().totals.failed == 1
+
+    run_virtual(scenario())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="DEFECT: close() reports what waits behind a paused registration with a pipe as "
+    "dropped with reason 'unregistered' instead of 'closed'",
+)
+def test_close_drops_what_a_paused_piped_registration_holds_as_closed() -> None:
+    async def scenario() -> None:
+        bus = EventBus(close_timeout=0.1)
+        failures: list[HandlerFailure] = []
+        bus.errors.subscribe(failures.append)
+        heard: list[int] = []
+        registration = bus.on("t", heard.append, pipe=[ops.filter(lambda _: True)])
+        registration.pause()
+        await bus.publish("t", 1)
+        await bus.close()
+        assert heard == []
+        assert registration.dropped == 1
+        reasons = [getattr(f.exception, "reason", None) for f in failures]
+        assert reasons == ["closed"]  # as for a paused registration without a pipe
+
+    run_virtual(scenario())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="DEFECT: a consumer's pipe failing on a request is counted as two failures "
+    "(totals.failed and registration.failed are 2 after one failed request)",
+)
+def test_a_pipe_failure_of_a_request_counts_once() -> None:
+    def boom(message: Message[Any]) -> Message[Any]:
+        raise KeyError("no")
+
+    async def scenario() -> None:
+        async with EventBus(close_timeout=0.1) as bus:
+            failures: list[HandlerFailure] = []
+            bus.errors.subscribe(failures.append)
+            registration = bus.consumer("c", lambda message: message.body, pipe=[ops.map(boom)])
+            with pytest.raises(HandlerExecutionError):
+                await bus.request("c", 1)
+            assert len(failures) == 1  # reported once, and raised to the requester
+            assert registration.failed == 1
+            assert bus.stats().totals.failed == 1
+
+    run_virtual(scenario())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="DEFECT: a handler task cancelled from outside (not by close()) does not let its "
+    "registration's buffer move on: what waits stays queued, and drain() returns with it there",
+)
+def test_a_handler_cancelled_from_outside_lets_its_buffer_move_on() -> None:
+    """README: a handler task cancelled by anything but close() has failed. Its failure is
+    reported, but its one-at-a-time registration must then handle the next message."""
+
+    async def scenario() -> None:
+        async with EventBus(close_timeout=0.1) as bus:
+            failures: list[HandlerFailure] = []
+            bus.errors.subscribe(failures.append)
+            handled: list[int] = []
+            tasks: list[asyncio.Task[Any] | None] = []
+
+            async def work(n: int) -> None:
+                handled.append(n)
+                if n == 0:
+                    tasks.append(asyncio.current_task())
+                    await asyncio.Event().wait()  # until cancelled
+
+            registration = bus.on("jobs", work, max_concurrency=1)
+            bus.publish_nowait("jobs", 0)
+            bus.publish_nowait("jobs", 1)  # waits for 0
+            assert registration.queued == 1
+            first = tasks[0]
+            assert first is not None
+            first.cancel()
+            async with asyncio.timeout(5):
+                await bus.drain()
+            assert [type(f.exception) for f in failures] == [asyncio.CancelledError]
+            assert registration.queued == 0
+            assert handled == [0, 1]
+
+    run_virtual(scenario())
