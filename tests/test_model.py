@@ -1484,11 +1484,6 @@ def test_a_failure_settled_just_before_the_requester_is_cancelled_is_not_lost() 
     run_virtual(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: close() reports what waits behind a paused registration with a pipe as "
-    "dropped with reason 'unregistered' instead of 'closed'",
-)
 def test_close_drops_what_a_paused_piped_registration_holds_as_closed() -> None:
     async def scenario() -> None:
         bus = EventBus(close_timeout=0.1)
@@ -1507,11 +1502,6 @@ def test_close_drops_what_a_paused_piped_registration_holds_as_closed() -> None:
     run_virtual(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: a consumer's pipe failing on a request is counted as two failures "
-    "(totals.failed and registration.failed are 2 after one failed request)",
-)
 def test_a_pipe_failure_of_a_request_counts_once() -> None:
     def boom(message: Message[Any]) -> Message[Any]:
         raise KeyError("no")
@@ -1530,11 +1520,6 @@ def test_a_pipe_failure_of_a_request_counts_once() -> None:
     run_virtual(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: a handler task cancelled from outside (not by close()) does not let its "
-    "registration's buffer move on: what waits stays queued, and drain() returns with it there",
-)
 def test_a_handler_cancelled_from_outside_lets_its_buffer_move_on() -> None:
     """README: a handler task cancelled by anything but close() has failed. Its failure is
     reported, but its one-at-a-time registration must then handle the next message."""

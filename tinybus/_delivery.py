@@ -620,9 +620,12 @@ class Delivery:
         if pipeline is not None:
             error = pipeline.push_request(message)
             if error is not None:
-                if not isinstance(error, EventBusError):
+                # A rejection is the requester's failure; an operator's failure was reported
+                # (and counted) on bus.errors already, and is given to the requester too.
+                failed_in_pipe = not isinstance(error, EventBusError)
+                if failed_in_pipe:
                     error = HandlerExecutionError(message.address, error)
-                self._fail_request(registration, message, error)
+                self._fail_request(registration, message, error, counted=failed_in_pipe)
             return
         mailbox = registration._mailbox  # pyright: ignore[reportPrivateUsage]
         if mailbox is not None:
@@ -716,10 +719,16 @@ class Delivery:
             self.discard(registration, item, error)
 
     def _fail_request(
-        self, registration: Registration, message: Message[Any], error: BaseException
+        self,
+        registration: Registration,
+        message: Message[Any],
+        error: BaseException,
+        counted: bool = False,
     ) -> None:
         reply_address: str = message.reply_address  # type: ignore[assignment]
-        self.push_reply(Reply(reply_address, None, error, registration))
+        reply = Reply(reply_address, None, error, registration)
+        reply.counted = counted
+        self.push_reply(reply)
 
     # -- published and sent messages -----------------------------------------------------
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .errors import BufferFullError, MessageDroppedError
 from .stats import Counters
@@ -39,6 +39,7 @@ class Outlet(Protocol):
 
     counts: Counters
     mailboxes: set[Mailbox]
+    closing: bool  # close() is cancelling the running handlers
 
     def dispatch(
         self, registration: Registration, item: Any, collect: bool
@@ -165,9 +166,9 @@ class Mailbox:
 
     def _finished(self, task: asyncio.Future[None]) -> None:
         self.running -= 1
-        if task.cancelled() and cast("asyncio.Task[None]", task).cancelling():
-            # Cancelled from outside: the loop or the bus is shutting down. What waits stays
-            # for the next loop (or for close() to drop and report it).
+        if task.cancelled() and self.outlet.closing:
+            # Cancelled by close(): what waits is close()'s to drop and report. (Cancelled by
+            # anything else, the handler failed, and the next one starts.)
             return
         self.pump()
 

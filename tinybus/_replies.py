@@ -50,7 +50,7 @@ def nobody_awaits(reply_address: str) -> HandlerNotFoundError:
 class Reply:
     """A handler's outcome on its way back: a body, or the error the requester gets."""
 
-    __slots__ = ("body", "error", "headers", "next_address", "reply_address", "source")
+    __slots__ = ("body", "counted", "error", "headers", "next_address", "reply_address", "source")
 
     def __init__(
         self,
@@ -67,6 +67,7 @@ class Reply:
         self.source = source  # the consumer, or None for a requester answering a reply
         self.headers = headers
         self.next_address = next_address  # where an answer to this reply goes, if awaited
+        self.counted = False  # a failure counted already (reported on bus.errors too)
 
 
 class PendingRequest:
@@ -271,6 +272,8 @@ class ReplyTable(abc.ObserverBase[Reply]):
         ``step=-1`` takes it back."""
         error = reply.error
         source = reply.source
+        if reply.counted:
+            return
         if error is None:
             self._counts.replied += step
             if source is not None:

@@ -365,7 +365,7 @@ class EventBus:
         if mailbox is not None:
             if discard or mailbox.paused:
                 # (Paused, nobody could ever resume it: what waits is dropped and reported.)
-                mailbox.discard_all("unregistered")
+                mailbox.discard_all("closed" if self._closed else "unregistered")
             mailbox.pump()  # a pipeline that completed: what waits is still handled first
         registration._ended()  # pyright: ignore[reportPrivateUsage]
 
