@@ -186,3 +186,39 @@ def test_inline_must_be_a_bool(bus: EventBus, value: object) -> None:
 
     with pytest.raises(TypeError, match="inline must be True or False"):
         bus.on("event", listener, inline=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("path", ["short", "general"])
+async def test_each_inline_handler_is_called_at_its_turn(
+    bus: EventBus, failures: list[HandlerFailure], path: str
+) -> None:
+    """Called one after another: one unregistered by the handler before it is not called, and
+    a body that does not fit is reported at its turn. Headers take the general path (through
+    the address's subject); the short path must behave the same."""
+    order: list[str] = []
+
+    @bus.on("event", inline=True)
+    async def first(body: object) -> None:
+        order.append("first")
+        second_registration.unregister()
+
+    async def second(body: object) -> None:
+        order.append("second")
+
+    @bus.on("event", inline=True)
+    async def third(body: int) -> None:
+        order.append("third")
+
+    @bus.on("event", inline=True)
+    async def fourth(body: object) -> None:
+        order.append(f"fourth, {len(failures)} failure before")
+
+    second_registration = bus.on("event", second, inline=True)
+    assert bus.get_listeners("event") == [first, third, fourth, second]
+    headers = {"trace": "1"} if path == "general" else None
+    await bus.publish("event", "not an int", headers=headers)
+
+    assert order == ["first", "fourth, 1 failure before"]
+    assert [failure.handler for failure in failures] == [third]
+    assert failures[0].message is not None
+    assert failures[0].message.body == "not an int"
