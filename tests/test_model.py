@@ -3,7 +3,7 @@
 Running it
 ----------
 ``uv run pytest tests/test_model.py`` runs the state machine for 300 examples of up to 50 steps
-(what CI runs; about 17 s of CPU). ``uv run pytest tests/test_model.py --slow`` runs 3000
+(what CI runs; about 15 s of CPU). ``uv run pytest tests/test_model.py --slow`` runs 3000
 instead (the ``--slow`` option is added in ``tests/conftest.py``; about 2.5 minutes of CPU; it
 changes nothing else). Hypothesis prints a failing run as a short program of rule calls,
 shrunk, that replays it.
@@ -16,21 +16,34 @@ One bus per example, on the virtual clock of ``tests/clock.py`` (``EventBus(defa
 - consumers (addresses ``a``, ``b``) and listeners (``a``, ``b`` and the pattern ``*``), async
   or plain functions, some with a pipe (``ops.filter`` letting even message numbers through, or
   an ``ops.map`` that raises on multiples of 3, with ``on_error`` ``"resubscribe"`` or
-  ``"unregister"``), some with ``max_concurrency``, ``max_buffered`` and an ``overflow`` policy;
-  unregister, ``pause()``, ``resume()`` (also of registrations that ended);
+  ``"unregister"``), some with ``max_concurrency``, ``max_buffered`` and an ``overflow`` policy,
+  some ``inline=True`` (those without a pipe); unregister, ``pause()``, ``resume()`` (also of
+  registrations that ended);
 - ``publish`` (also to ``c``, where only the pattern listens), ``send`` and ``request`` (timeouts
   0.5, 1.5, 2.5 s or the bus default), each started as a task of its own; what a handler does
   with a message is chosen per message (it is in the body): reply at once, raise at once, raise
   ``CancelledError`` itself, ``message.fail(7, ...)``, sleep 1 or 2 virtual seconds then reply,
   or hang on an ``asyncio.Event`` (after a ``message.reply(...)``, or not) until a later step
   releases it with a reply, a failure or a ``CancelledError``;
-- cancelling a waiting requester, publisher, sender or ``drain()``; cancelling a running
-  handler's task from outside (it has failed, as the README says); the suspected race: a
+- cancelling a waiting requester, publisher, sender or ``drain()`` (a publisher or sender
+  awaiting an inline handler cancels it, and the inline handlers after it get the message in
+  tasks of the bus's own); cancelling a running handler's task from outside (it has failed, as
+  the README says, and its registration's buffer moves on); the suspected race: a
   hanging handler released and its requester cancelled in one loop iteration, in either order
   (also when the handler's answer settles the requester's future before the cancellation);
 - advancing the virtual clock by 1-3 s; ``drain()``; ``close()`` (also twice), after which every
   call must raise ``BusClosedError``; a run not closed by a step is closed at its end, and the
-  clock is advanced past the grace period.
+  clock is advanced past the grace period. Inline handlers outlive ``close()`` (it neither waits
+  for nor cancels them; their publishers do wait): later steps may still release them, and the
+  end of a run releases and wakes what is left, checking as it goes.
+
+Inline handlers are modelled as the README says: a publish or send that reaches them calls
+them at their turn, after the message has reached every other handler, one after another, in
+its own task, and awaits each before its other work; they are not running handlers for
+``bus.stats()``, ``drain()`` or ``close()``; their failures go to ``bus.errors`` (after
+``close()``, when ``bus.errors`` has completed, they are only counted); a registration that has
+a buffer (``max_concurrency``) runs its handler in a task, inline or not; requests are never
+inline.
 
 What is checked after every step
 --------------------------------
@@ -46,13 +59,16 @@ The model (plain lists and dicts below, ``Model``) predicts, and the test compar
   too, except when two sleeping handlers wake at the same instant);
 - every record on ``bus.errors`` (kind, handler, message number, address), as a multiset per
   step, and that ``bus.errors`` completes on close;
-- which handlers are running; ``bus.stats()``: ``totals`` (every ``Counters`` field),
-  ``pending_requests``, ``running_handlers``, ``scheduled_timers`` (0: no time-based operators),
+- which handlers are running (inline ones included); ``bus.stats()``: ``totals`` (every
+  ``Counters`` field: a pipe's failure on a request counts once, a buffered request skipped
+  because its requester stopped waiting is ``dropped``), ``pending_requests``,
+  ``running_handlers``, ``scheduled_timers`` (0: no time-based operators),
   ``subscriptions``, ``queued``; each registration's ``is_registered``, ``is_paused``,
   ``queued``, ``dropped``, ``delivered``, ``replied``, ``failed``; the virtual time.
 
 After close all of ``pending_requests``, ``running_handlers``, ``scheduled_timers``,
-``subscriptions`` and ``queued`` are 0, and every call has finished.
+``subscriptions`` and ``queued`` are 0, and (once inline handlers are done) every call has
+finished; every request found a consumer was delivered, dropped, or refused by its pipe.
 
 Keeping the model exact
 -----------------------
@@ -62,21 +78,42 @@ deadline or the end of the grace period, so the model never has to guess an orde
 not define. After each step the loop is run until it has nothing left to do at the current
 instant (``ModelLoop.settle``: the virtual clock refuses to move), never with real sleeps.
 Retries are not generated (a retried attempt would start on a half-second and break that
-lattice), nor time-based operators (their timers would need a model of reactivex), nor inline
-handlers, conversations (``reply_and_request``), validation, codecs, interceptors,
-``observe``, ``*_nowait`` and ``*_threadsafe``.
+lattice), nor time-based operators (their timers would need a model of reactivex), nor
+conversations (``reply_and_request``), validation, codecs, interceptors, ``observe``,
+``*_nowait`` and ``*_threadsafe`` (so inline handlers are always reached by an awaiting
+caller, except through a buffer).
 
-Defects found
--------------
-Each has a minimal ``xfail(strict=True)`` regression test at the end of this file, and the
-machine avoids its path (the comments there name the test):
+Defects found and fixed
+-----------------------
+The machine found these; each has a regression test at the end of this file, and the machine
+now generates their paths and predicts the fixed behaviour:
 
-- ``close()`` drops what waits behind a *paused registration with a pipe* with reason
-  ``"unregistered"`` instead of ``"closed"``;
-- a consumer's pipe failing on a request is counted as two failures (``totals.failed`` and the
-  registration's ``failed``);
-- a handler task cancelled from outside (not by ``close()``) leaves what waits in its
-  registration's buffer stuck: nothing starts it, and ``drain()`` returns with it queued.
+- ``close()`` dropped what waits behind a *paused registration with a pipe* with reason
+  ``"unregistered"`` instead of ``"closed"``
+  (``test_close_drops_what_a_paused_piped_registration_holds_as_closed``);
+- a consumer's pipe failing on a request was counted as two failures (``totals.failed`` and the
+  registration's ``failed``); it counts once, reported on ``bus.errors`` and given to the
+  requester as ``HandlerExecutionError`` (``test_a_pipe_failure_of_a_request_counts_once``);
+- a handler task cancelled from outside (not by ``close()``) left what waits in its
+  registration's buffer stuck: nothing started it, and ``drain()`` returned with it queued
+  (``test_a_handler_cancelled_from_outside_lets_its_buffer_move_on``).
+
+Found later, and fixed (after a review and the machine with ``--slow``); their regression
+tests are at the end of this file, but the machine still avoids their paths:
+
+- ``unregister()`` while ``close()`` waits out its grace period dropped what waits with reason
+  ``"closed"``, not ``"unregistered"``;
+- inline handlers: a registration that ``pause()`` gave a buffer was entered at its inline
+  turn even once unregistered, and in another order on ``publish``'s short path; a cancelled
+  publisher handed the message to later inline handlers unregistered since; a piped inline
+  listener was inline or not depending on whether it takes the body or the ``Message`` (a
+  piped one now always runs in a task).
+
+Not fixed (a strict xfail at the end of this file): a full ``overflow="error"`` buffer met at
+an inline turn (a registration paused by an inline handler before it, during the same
+publish) is reported on ``bus.errors`` instead of raised to the publisher. The machine does not
+pause an inline registration without a buffer, cancel a publisher whose inline handlers still
+to call have been unregistered, or give an inline registration a pipe.
 
 The race (a failure settling the requester's future in the iteration in which the requester is
 then cancelled) lost the failure before commit 9cf708a; it is now a plain regression test here,
@@ -341,6 +378,11 @@ class MOp:
     waits: set[object] = field(default_factory=set[object])
     collecting: bool = False
     refused: bool = False
+    # ... and before those, its inline handlers, awaited one after another: those still to
+    # call, and the one it awaits now.
+    msg: MMsg | None = None
+    turns: deque[MReg] = field(default_factory=lambda: deque[MReg]())
+    turn: MJob | None = None
     # request
     timeout: float = 0.0
     pending: bool = False  # not answered while being sent: a pending request of the bus
@@ -372,6 +414,7 @@ class MReg:
     limit: int | None
     max_buffered: int
     overflow: str
+    inline: bool = False
     registered: bool = True
     has_mailbox: bool = False
     paused: bool = False
@@ -403,6 +446,11 @@ class MJob:
     msg: MMsg
     mailboxed: bool  # started by the registration's mailbox, which counts it as running
     waiter: MOp | None  # the publish or send that waits for it
+    turn_of: MOp | None = None  # inline: run by this publish or send, in its task
+
+    @property
+    def is_task(self) -> bool:
+        return self.turn_of is None
 
 
 # Failures, as bus.errors shows them. "killed": the handler's task cancelled from outside.
@@ -438,6 +486,7 @@ class Model:
         self.close_op: MOp | None = None
         self.close_waiters: list[MOp] = []
         self.finished = False
+        self.errors_completed = False
         self.requests: list[MMsg] = []  # those that found a consumer
 
     # -- queries ------------------------------------------------------------------------
@@ -453,13 +502,6 @@ class Model:
     def targets(self, address: str) -> list[MReg]:
         exact = [r for r in self.regs if r.registered and r.address == address]
         return exact + [r for r in self.regs if r.registered and r.address == PATTERN]
-
-    def peek(self, address: str) -> MReg | None:
-        consumers = self.consumers(address)
-        if not consumers:
-            return None
-        index = self.cursors.get(address, 0)
-        return consumers[index if index < len(consumers) else 0]
 
     def pending_requests(self) -> int:
         return sum(1 for op in self.ops if op.kind == "request" and op.pending and not op.done)
@@ -495,8 +537,10 @@ class Model:
         heapq.heappush(self.timers, (when, next(self._seq), kind, what))
 
     def _report(self, reg: MReg, kind: str, mid: int | None) -> None:
-        """A record on bus.errors; failures (not drops) are counted."""
-        self.errors.append((kind, reg.rid, mid, reg.address))
+        """A record on bus.errors; failures (not drops) are counted. (Once close() has
+        completed bus.errors, an inline handler's failure is counted and logged only.)"""
+        if not self.errors_completed:
+            self.errors.append((kind, reg.rid, mid, reg.address))
         if not kind.startswith(("MessageDroppedError", "BufferFullError")):
             self.counts.failed += 1
             reg.failed += 1
@@ -516,7 +560,7 @@ class Model:
         if op is None or op.done:
             return
         op.waits.discard(token)
-        if not op.collecting and not op.waits:
+        if not op.collecting and not op.waits and op.turn is None and not op.turns:
             self._finish_sending(op)
 
     def _finish_sending(self, op: MOp) -> None:
@@ -542,6 +586,8 @@ class Model:
         if reg.has_mailbox:
             if discard:
                 self._discard_all(reg, "unregistered")
+            elif reg.paused:  # its pipeline completed at close(): nobody could resume it
+                self._discard_all(reg, "closed")
             self._pump(reg)
 
     def pause(self, reg: MReg) -> None:
@@ -562,13 +608,13 @@ class Model:
             self._finish(op, "error", BusClosedError, None)
             return op
         self.counts.published += 1
+        op.msg = msg
         op.collecting = True
         for reg in self.targets(address):
             if reg.registered:  # (a pipe failing with on_error="unregister" ends its own only)
                 self._enter_event(reg, msg, op)
         op.collecting = False
-        if not op.waits:
-            self._finish_sending(op)
+        self._take_turns(op)
         return op
 
     def send(self, address: str, msg: MMsg, label: str) -> MOp:
@@ -581,11 +627,11 @@ class Model:
             self._finish(op, "error", HandlerNotFoundError, None)
             return op
         self.counts.sent += 1
+        op.msg = msg
         op.collecting = True
         self._enter_event(reg, msg, op)
         op.collecting = False
-        if not op.waits:
-            self._finish_sending(op)
+        self._take_turns(op)
         return op
 
     def request(self, address: str, mid: int, behaviour: str, timeout: float, label: str) -> MOp:
@@ -605,13 +651,11 @@ class Model:
             msg.fate = "refused"
             self._settle_request(op, reg, ("error", MessageRejectedError, None))
         elif reg.pipe == "boom" and mid % 3 == 0:
-            # Reported on bus.errors and raised to the requester: one failure, counted once.
-            # (The bus counts it twice: test_a_pipe_failure_of_a_request_counts_once, xfail;
-            # the machine never sends such a request.)
+            # Reported on bus.errors and raised to the requester: one failure, counted once
+            # (test_a_pipe_failure_of_a_request_counts_once).
             msg.fate = "refused"
-            self._pipe_failure(reg, mid, counted=False)
-            outcome = ("error", HandlerExecutionError, ("PipeBoom", reg.rid, mid))
-            self._settle_request(op, reg, outcome)
+            self._pipe_failure(reg, mid)
+            self._finish(op, "error", HandlerExecutionError, ("PipeBoom", reg.rid, mid))
         elif reg.has_mailbox:
             self._offer(reg, msg, None)
         else:
@@ -625,7 +669,7 @@ class Model:
         op = self._op("drain", label)
         if self.closed:
             self._finish(op, "error", BusClosedError, None)
-        elif not self.jobs:
+        elif not self.tasks():
             self._finish(op, "value", None)
         return op
 
@@ -645,17 +689,28 @@ class Model:
         for reg in self.regs:
             if reg.registered and reg.pipe is not None:
                 # Its pipeline completes, which ends it; what waits for it is handled within
-                # the grace period, or (paused) dropped as "closed" at its end, as for any
-                # registration. (The bus says "unregistered" for a paused one: see
-                # test_close_drops_what_a_paused_piped_registration_holds_as_closed, xfail.)
+                # the grace period, or, paused, dropped as "closed" at once (nobody could
+                # resume it: test_close_drops_what_a_paused_piped_registration_holds_as_closed).
                 self.end_registration(reg, discard=False)
-        if self.jobs:
+        if self.tasks():
             self._at(self.now + self.grace, "grace", op)
         else:
             self._finish_close()
         return op
 
     def cancel(self, op: MOp) -> None:
+        job = op.turn
+        if job is not None:
+            # The inline handler it awaits is cancelled with it (not a failure); the inline
+            # handlers after it get the message in tasks of the bus's own.
+            del self.jobs[(job.reg.rid, job.msg.mid)]
+            op.turn = None
+            assert op.msg is not None
+            while op.turns:
+                reg = op.turns.popleft()
+                assert reg.registered, reg  # see BusMachine._cancellable
+                assert not reg.has_mailbox, reg
+                self._dispatch(reg, op.msg, None, mailboxed=False)
         for token in op.waits:
             if isinstance(token, Blocked):  # its message leaves with it, like a Queue.put
                 token.reg.blocked.remove(token)
@@ -703,12 +758,9 @@ class Model:
         self.cursors[address] = index + 1
         return consumers[index]
 
-    def _pipe_failure(self, reg: MReg, mid: int, counted: bool = True) -> None:
+    def _pipe_failure(self, reg: MReg, mid: int) -> None:
         """The pipe's operator raised: reported, the pipeline subscribed again or ended."""
-        if counted:
-            self._report(reg, "PipeBoom", mid)
-        else:
-            self.errors.append(("PipeBoom", reg.rid, mid, reg.address))
+        self._report(reg, "PipeBoom", mid)
         if reg.on_error == "unregister":
             self.end_registration(reg, discard=True)
 
@@ -720,8 +772,28 @@ class Model:
             return
         if reg.has_mailbox:
             self._offer(reg, msg, op)
+        elif reg.inline:
+            op.turns.append(reg)  # called at its turn, once the message has reached the others
         else:
             self._dispatch(reg, msg, op, mailboxed=False)
+
+    def _take_turns(self, op: MOp) -> None:
+        """The publish or send calls its inline handlers one after another, in its task, and
+        awaits each; then it waits for what it started and for room, as any."""
+        while op.turns:
+            reg = op.turns.popleft()
+            if not reg.registered:
+                continue  # unregistered (or the bus closed) before its turn
+            assert not reg.has_mailbox, reg  # (inline registrations are never paused)
+            assert op.msg is not None
+            job = self._dispatch(reg, op.msg, None, mailboxed=False)
+            if job is not None:
+                job.turn_of = op
+                op.turn = job
+                return
+        op.turn = None
+        if not op.waits and not op.done:
+            self._finish_sending(op)
 
     def _dispatch(self, reg: MReg, msg: MMsg, waiter: MOp | None, mailboxed: bool) -> MJob | None:
         if msg.request is not None and msg.request.done:
@@ -781,10 +853,18 @@ class Model:
         if job.mailboxed:
             reg.running -= 1
             self._pump(reg)
+        if job.turn_of is not None:
+            job.turn_of.turn = None
+            self._take_turns(job.turn_of)
         self._quiet()
 
+    def tasks(self) -> list[MJob]:
+        """The handlings in tasks of the bus's own: what drain() and close() wait for, and
+        close() cancels (not the inline ones: their publishers wait for them)."""
+        return [job for job in self.jobs.values() if job.is_task]
+
     def _quiet(self) -> None:
-        if self.jobs:
+        if self.tasks():
             return
         for op in self.ops:
             if op.kind == "drain" and not op.done:
@@ -797,13 +877,15 @@ class Model:
         for reg in self.regs:
             if reg.has_mailbox:
                 self._discard_all(reg, "closed")
-        for job in self.jobs.values():  # cancelled, not reported
-            self._release(job.waiter, job)
-            if job.mailboxed:
-                job.reg.running -= 1
-        self.jobs.clear()
+        for key, job in list(self.jobs.items()):  # cancelled, not reported
+            if job.is_task:
+                del self.jobs[key]
+                self._release(job.waiter, job)
+                if job.mailboxed:
+                    job.reg.running -= 1
         for reg in self.regs:
             reg.registered = False
+        self.errors_completed = True
         for op in [self.close_op, *self.close_waiters]:
             assert op is not None
             self._finish(op, "value", None)
@@ -924,6 +1006,7 @@ class Spec:
     limit: int | None
     max_buffered: int | None
     overflow: str | None
+    inline: bool
 
 
 specs = st.builds(
@@ -936,6 +1019,7 @@ specs = st.builds(
     limit=st.sampled_from((None, None, 1, 2)),
     max_buffered=st.sampled_from((None, 0, 1, 2)),
     overflow=st.sampled_from((None, "block", "drop_oldest", "drop_newest", "error")),
+    inline=st.booleans(),
 )
 first_consumers = specs.map(lambda spec: replace(spec, consumer=True, address=ADDRESSES[0]))
 behaviours = st.sampled_from((*BEHAVIOURS, "hang"))  # hanging twice as often
@@ -1033,6 +1117,10 @@ class BusMachine(RuleBasedStateMachine):
             return
         consumer = spec.consumer
         address = ADDRESSES[0] if consumer and spec.address == PATTERN else spec.address
+        # Not with a pipe: whether a piped inline handler is called inline depends on what it
+        # takes, the body or the Message (xfail:
+        # test_an_inline_handler_with_a_pipe_runs_the_same_way_whatever_it_takes).
+        inline = spec.inline and spec.pipe is None
         rid = next(self._rids)
         handler = Handler(self, rid, takes_message=consumer)
         function = handler.call if spec.plain else handler.run
@@ -1047,6 +1135,8 @@ class BusMachine(RuleBasedStateMachine):
             options["max_buffered"] = spec.max_buffered
         if spec.overflow is not None:
             options["overflow"] = cast(Any, spec.overflow)
+        if inline:
+            options["inline"] = True
         bus = self.b
 
         def add() -> Registration:
@@ -1069,6 +1159,7 @@ class BusMachine(RuleBasedStateMachine):
                 spec.limit,
                 1000 if spec.max_buffered is None else spec.max_buffered,
                 spec.overflow or "block",
+                inline,
             )
         )
 
@@ -1076,8 +1167,28 @@ class BusMachine(RuleBasedStateMachine):
     @rule(index=indexes, action=st.sampled_from(("pause", "resume", "unregister")))
     def control(self, index: int, action: str) -> None:
         """pause(), resume() or unregister() a registration, also one that has ended."""
-        reg = self.m.regs[index % len(self.m.regs)]
+        model = self.m
+        reg = model.regs[index % len(model.regs)]
         handle = self.handles[reg.rid]
+        if action == "pause" and reg.inline and not reg.has_mailbox:
+            # Not generated: an inline registration given a buffer by pause() is then handled
+            # in another order on publish's short path
+            # (test_a_paused_and_resumed_inline_listener_keeps_its_turn_on_the_short_path), is
+            # entered at its turn even once unregistered
+            # (test_an_inline_turn_skips_a_registration_unregistered_since), and a full buffer
+            # met at its turn is reported rather than raised
+            # (test_a_full_buffer_met_at_an_inline_turn_is_raised_to_the_publisher); all xfail.
+            return
+        if (
+            action == "unregister"
+            and model.closed
+            and not model.finished
+            and reg.registered
+            and reg.queued
+        ):
+            # Not generated: what waits is dropped as "closed", not "unregistered"
+            # (test_unregistering_while_the_bus_closes_drops_as_unregistered, xfail).
+            return
         if action == "pause":
             self._do(handle.pause)
             self.m.pause(reg)
@@ -1111,12 +1222,6 @@ class BusMachine(RuleBasedStateMachine):
             op = model.send(address, MMsg(mid, behaviour), f"send({address!r}, {body})")
             self._launch(op, bus.send(address, body))
             return
-        target = model.peek(address)
-        if target is not None and target.pipe == "boom" and mid % 3 == 0 and not model.closed:
-            # A request failing in its consumer's pipe is counted twice by the bus
-            # (test_a_pipe_failure_of_a_request_counts_once, xfail): not generated.
-            mid += 1
-            body = (mid, behaviour)
         op = model.request(
             address,
             mid,
@@ -1156,24 +1261,27 @@ class BusMachine(RuleBasedStateMachine):
         self.m.release(job, "killed")
 
     def _killable(self) -> list[MJob]:
-        """Running handlers, but not those with messages waiting behind them: their buffer
-        would not move on (test_a_handler_cancelled_from_outside_lets_its_buffer_move_on,
-        xfail)."""
+        """Running handlers in tasks of their own (an inline one runs in its publisher's task,
+        which the ``cancel`` rule cancels)."""
         model = self.m
-        return [
-            model.jobs[key]
-            for key in sorted(model.jobs)
-            if not (model.jobs[key].mailboxed and model.jobs[key].reg.queued)
-        ]
+        return [model.jobs[key] for key in sorted(model.jobs) if model.jobs[key].is_task]
 
-    @precondition(lambda self: self.model is not None and self.model.waiting())
+    @precondition(lambda self: self.model is not None and self._cancellable())
     @rule(index=indexes)
     def cancel(self, index: int) -> None:
-        """Cancel a waiting requester, publisher, sender or drain()."""
-        waiting = self.m.waiting()
+        """Cancel a waiting requester, publisher, sender or drain(). A publisher or sender
+        awaiting an inline handler cancels it; the inline handlers after it get the message in
+        tasks of the bus's own."""
+        waiting = self._cancellable()
         op = waiting[index % len(waiting)]
         self._do(self.tasks[op.oid].cancel)
         self.m.cancel(op)
+
+    def _cancellable(self) -> list[MOp]:
+        """Waiting calls, but not a publisher or sender with inline handlers still to call
+        that have been unregistered (or closed) since: they would get the message all the
+        same (test_a_cancelled_publisher_skips_inline_handlers_unregistered_since, xfail)."""
+        return [op for op in self.m.waiting() if all(reg.registered for reg in op.turns)]
 
     @precondition(lambda self: self.model is not None and self.model.hanging_requests())
     @rule(
@@ -1228,7 +1336,6 @@ class BusMachine(RuleBasedStateMachine):
             and self.steps >= CLOSE_AFTER
             and not self.model.finished
             and not self.model.close_waiters
-            and not self._paused_pipes_holding()
         )
     )
     @rule()
@@ -1237,16 +1344,6 @@ class BusMachine(RuleBasedStateMachine):
         closed bus (every call raises BusClosedError)."""
         op = self.m.close("close()")
         self._launch(op, self.b.close())
-
-    def _paused_pipes_holding(self) -> list[MReg]:
-        """Paused registrations with a pipe and messages waiting: close() drops those with the
-        wrong reason (test_close_drops_what_a_paused_piped_registration_holds_as_closed, xfail),
-        so the machine resumes them before closing."""
-        return [
-            reg
-            for reg in self.m.regs
-            if reg.registered and reg.pipe is not None and reg.paused and reg.queued
-        ]
 
     # -- checks -------------------------------------------------------------------------
 
@@ -1288,7 +1385,7 @@ class BusMachine(RuleBasedStateMachine):
         stats = bus.stats()
         assert stats.totals == model.counts
         assert stats.pending_requests == model.pending_requests()
-        assert stats.running_handlers == len(model.jobs)
+        assert stats.running_handlers == len(model.tasks())
         assert stats.scheduled_timers == 0
         assert stats.subscriptions == len(model.live())
         assert stats.queued == sum(reg.queued for reg in model.regs)
@@ -1351,9 +1448,6 @@ class BusMachine(RuleBasedStateMachine):
     def _close_and_check(self) -> None:
         model, bus = self.m, self.b
         if model.close_op is None:
-            for reg in self._paused_pipes_holding():  # see _paused_pipes_holding
-                self._do(self.handles[reg.rid].resume)
-                model.resume(reg)
             self.agrees_with_the_model()
             self.close()
         if not model.finished:
@@ -1362,6 +1456,13 @@ class BusMachine(RuleBasedStateMachine):
             model.advance(seconds)
         self.agrees_with_the_model()
         assert model.finished
+        while model.jobs:  # inline handlers outlive close(); their publishers wait for them
+            assert not model.tasks()
+            if model.hanging():
+                self.release(0, "ok")
+            else:
+                self.advance(2)
+            self.agrees_with_the_model()
         assert all(task.done() for task in self.tasks.values())
         # Counters' promise: every request is delivered or dropped, or refused by the pipe.
         fates = Counter(msg.fate for msg in model.requests)
@@ -1549,5 +1650,161 @@ def test_a_handler_cancelled_from_outside_lets_its_buffer_move_on() -> None:
             assert [type(f.exception) for f in failures] == [asyncio.CancelledError]
             assert registration.queued == 0
             assert handled == [0, 1]
+
+    run_virtual(scenario())
+
+
+# -- defects found since, not fixed: the machine avoids their paths (the comments there name them)
+
+
+def test_unregistering_while_the_bus_closes_drops_as_unregistered() -> None:
+    """README (Flow control): unregistering drops what waits with reason "unregistered"; only
+    what close() itself drops is "closed". Found by the machine (``--slow``)."""
+
+    async def scenario() -> None:
+        bus = EventBus(close_timeout=5.0)
+        failures: list[HandlerFailure] = []
+        bus.errors.subscribe(failures.append)
+        gate = asyncio.Event()
+
+        async def work(n: int) -> None:
+            await gate.wait()
+
+        registration = bus.on("jobs", work, max_concurrency=1)
+        bus.publish_nowait("jobs", 1)
+        bus.publish_nowait("jobs", 2)  # waits behind 1
+        closing = asyncio.create_task(bus.close())
+        await asyncio.sleep(0)  # close() waits for 1, within its grace period
+        registration.unregister()
+        gate.set()
+        await closing
+        assert [getattr(f.exception, "reason", None) for f in failures] == ["unregistered"]
+
+    run_virtual(scenario())
+
+
+async def _inline_pair(bus: EventBus, second: Callable[[int], Any]) -> tuple[asyncio.Event, Any]:
+    """An inline listener at "t" that waits for a gate, then an inline ``second``; returns the
+    gate and the publish of 1 to "t", started and waiting in the first."""
+    gate = asyncio.Event()
+
+    async def first(n: int) -> None:
+        await gate.wait()
+
+    bus.on("t", first, inline=True)
+    registration = bus.on("t", second, inline=True)
+    publisher = asyncio.create_task(bus.publish("t", 1))
+    await asyncio.sleep(0)
+    return gate, (registration, publisher)
+
+
+def test_an_inline_turn_skips_a_registration_unregistered_since() -> None:
+    async def scenario() -> None:
+        async with EventBus() as bus:
+            heard: list[int] = []
+            gate, (registration, publisher) = await _inline_pair(bus, heard.append)
+            registration.pause()
+            registration.resume()  # it has a buffer now
+            registration.unregister()  # before its turn
+            gate.set()
+            await publisher
+            assert heard == []  # (it is called: heard == [1])
+
+            heard_too: list[int] = []
+            gate, (paused, publisher) = await _inline_pair(bus, heard_too.append)
+            paused.pause()
+            paused.unregister()
+            gate.set()
+            await publisher
+            assert paused.queued == 0  # (1: in a buffer nothing drops nor reports, ever)
+
+    run_virtual(scenario())
+
+
+def test_a_cancelled_publisher_skips_inline_handlers_unregistered_since() -> None:
+    async def scenario() -> None:
+        async with EventBus() as bus:
+            heard: list[int] = []
+            _, (registration, publisher) = await _inline_pair(bus, heard.append)
+            registration.unregister()
+            publisher.cancel()
+            await asyncio.wait([publisher])
+            assert heard == []  # (it is called: heard == [1])
+
+    run_virtual(scenario())
+
+
+def test_a_paused_and_resumed_inline_listener_keeps_its_turn_on_the_short_path() -> None:
+    async def order(headers: dict[str, str] | None) -> list[str]:
+        seen: list[str] = []
+        async with EventBus() as bus:
+
+            async def first(n: int) -> None:
+                seen.append(f"first {n}")
+                await asyncio.sleep(1)
+                seen.append(f"first {n} done")
+
+            registration = bus.on("t", first, inline=True)
+            bus.on("t", lambda n: seen.append(f"second {n}"))
+            bus.on("t", lambda n: seen.append(f"third {n}"), inline=True)
+            await bus.publish("t", 0, headers=headers)  # (the short path is worked out)
+            registration.pause()
+            registration.resume()
+            await bus.publish("t", 1, headers=headers)
+        return seen
+
+    general = run_virtual(order({"path": "general"}))  # headers: not the short path
+    assert run_virtual(order(None)) == general
+
+    # Short:   [..., 'second 1', 'first 1', 'first 1 done', 'third 1']
+    # General: [..., 'first 1', 'second 1', 'third 1', 'first 1 done']
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="DEFECT: a full buffer (overflow='error') that an inline handler's turn meets is "
+    "reported on bus.errors as the handler's failure; publish does not raise BufferFullError",
+)
+def test_a_full_buffer_met_at_an_inline_turn_is_raised_to_the_publisher() -> None:
+    async def scenario() -> None:
+        async with EventBus() as bus:
+            failures: list[HandlerFailure] = []
+            bus.errors.subscribe(failures.append)
+            gate = asyncio.Event()
+
+            async def first(n: int) -> None:
+                await gate.wait()
+
+            bus.on("t", first, inline=True)
+            registration = bus.on(
+                "t", lambda n: None, inline=True, max_buffered=0, overflow="error"
+            )
+            publisher = asyncio.create_task(bus.publish("t", 1))
+            await asyncio.sleep(0)
+            registration.pause()  # a buffer, full, before its turn
+            gate.set()
+            await asyncio.wait([publisher])
+            assert isinstance(publisher.exception(), BufferFullError)  # (None)
+            assert failures == []  # ([BufferFullError], logged as the listener's failure)
+
+    run_virtual(scenario())
+
+
+def test_an_inline_handler_with_a_pipe_runs_the_same_way_whatever_it_takes() -> None:
+    async def scenario() -> None:
+        async with EventBus() as bus:
+            publisher = asyncio.current_task()
+            inline: dict[str, bool] = {}
+
+            async def takes_body(body: int) -> None:
+                inline["body"] = asyncio.current_task() is publisher
+
+            async def takes_message(message: Message[int]) -> None:
+                inline["message"] = asyncio.current_task() is publisher
+
+            for listener in (takes_body, takes_message):
+                bus.on("t", listener, inline=True, pipe=[ops.filter(lambda _: True)])
+            await bus.publish("t", 1)
+            assert inline["body"] == inline["message"]  # (body: False, message: True)
 
     run_virtual(scenario())

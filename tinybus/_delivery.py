@@ -482,14 +482,14 @@ class Delivery:
     ) -> tuple[Awaitable[Any] | None, Message[Any] | None]:
         """Call an inline handler, at its turn: what to await (None when there is nothing),
         and the message, made if it was needed (``message`` is None until then)."""
+        if not registration._registered:  # pyright: ignore[reportPrivateUsage]
+            return None, message  # unregistered by a handler called before it
         if registration._mailbox is not None:  # pyright: ignore[reportPrivateUsage]
             # Paused since (maybe by the handler before it, for this very message).
             if message is None:
                 message = make_message(body, address, EMPTY_HEADERS, None)
             entered = self.collect(partial(self.enter_event, registration), message, True)
             return (None if entered is None else self.wait(entered)), message
-        if not registration._registered:  # pyright: ignore[reportPrivateUsage]
-            return None, message  # unregistered by a handler called before it
         registration.delivered += 1
         self.counts.delivered += 1
         try:
@@ -528,7 +528,8 @@ class Delivery:
             task = asyncio.current_task()
             if task is not None and task.cancelling():  # the caller's, and so the handler's
                 for later in inline[inline.index(registration) + 1 :]:
-                    self.deliver_event(later, message, False)
+                    if later._registered:  # pyright: ignore[reportPrivateUsage]
+                        self.enter_event(later, message)  # (nobody collects: in tasks)
                 self._withdraw(waits)
                 raise exc
         elif not isinstance(exc, Exception):
@@ -556,6 +557,8 @@ class Delivery:
         refusal: BaseException | None = None
         counts = self.counts
         for registration in registrations:
+            if not registration._registered:  # pyright: ignore[reportPrivateUsage]
+                continue  # unregistered by a handler called before it
             if registration._mailbox is not None:  # pyright: ignore[reportPrivateUsage]
                 # Paused since (maybe by a handler before it, for this very message).
                 if message is None:
@@ -565,8 +568,6 @@ class Delivery:
                     waits = [*(waits or ()), *entered.waits]
                     refusal = refusal or entered.refusal
                 continue
-            if not registration._registered:  # pyright: ignore[reportPrivateUsage]
-                continue  # unregistered by a handler called before it
             registration.delivered += 1
             counts.delivered += 1
             accepts = registration._types.accepts  # pyright: ignore[reportPrivateUsage]
@@ -735,9 +736,14 @@ class Delivery:
     def deliver_event(
         self, registration: Registration, message: Message[Any], collect: bool
     ) -> asyncio.Task[None] | None:
-        # An inline handler is called at its turn, by ``finish``, when the caller awaits. (A
-        # registration with a buffer counts what it runs: a task, as always.)
-        if registration._inline and collect and registration._mailbox is None:  # pyright: ignore[reportPrivateUsage]
+        # An inline handler is called at its turn, by ``finish``, when the caller awaits. (What
+        # a pipe lets out, and what a registration with a buffer runs, runs in a task.)
+        if (
+            registration._inline  # pyright: ignore[reportPrivateUsage]
+            and collect
+            and registration._mailbox is None  # pyright: ignore[reportPrivateUsage]
+            and registration._pipeline is None  # pyright: ignore[reportPrivateUsage]
+        ):
             collecting = self._collecting
             if collecting is not None and collecting.can_wait:
                 collecting.inline.append(registration)

@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 
 type Overflow = Literal["block", "drop_oldest", "drop_newest", "error"]
 OVERFLOW_POLICIES: tuple[Overflow, ...] = ("block", "drop_oldest", "drop_newest", "error")
-# An item held for room: its sender's waiter and task, or None for a sender that cannot wait.
-type Blocked = tuple[Any, asyncio.Future[None] | None, asyncio.Task[Any] | None]
+# An item held for room: its sender's waiter and task (None for a sender that cannot wait),
+# and how many cancellations that task had pending when it started waiting.
+type Blocked = tuple[Any, asyncio.Future[None] | None, asyncio.Task[Any] | None, int]
 
 
 class Outlet(Protocol):
@@ -114,7 +115,8 @@ class Mailbox:
         overflow = self.overflow
         if overflow == "block":
             waiter = self.outlet.hold_caller()
-            entry = (item, waiter, None if waiter is None else asyncio.current_task())
+            sender = None if waiter is None else asyncio.current_task()
+            entry = (item, waiter, sender, 0 if sender is None else sender.cancelling())
             self.blocked.append(entry)
             if waiter is not None:
                 waiter.add_done_callback(lambda _: self._withdraw_if_cancelled(entry))
@@ -168,7 +170,7 @@ class Mailbox:
         self.running -= 1
         if task.cancelled() and self.outlet.closing:
             # Cancelled by close(): what waits is close()'s to drop and report. (Cancelled by
-            # anything else, the handler failed, and the next one starts.)
+            # other code, the handler failed, and the next one starts.)
             return
         self.pump()
 
@@ -197,9 +199,9 @@ class Mailbox:
             len(self.buffer) < self.max_buffered
             or (not self.buffer and not self.paused and self._has_slot())
         ):
-            item, waiter, sender = self.blocked.popleft()
+            item, waiter, sender, cancellations = self.blocked.popleft()
             if waiter is not None:
-                if sender is not None and sender.cancelling():
+                if sender is not None and sender.cancelling() > cancellations:
                     waiter.cancel()  # cancelled, though it has not run since: it withdraws
                 if waiter.cancelled():
                     continue  # its sender gave up waiting, and took the item back
@@ -214,7 +216,7 @@ class Mailbox:
     def reset(self) -> None:
         """Forget the handlings and waiting senders of a loop that is gone; keep the items."""
         self.running = 0
-        self.blocked = deque((item, None, None) for item, _, _ in self.blocked)
+        self.blocked = deque((item, None, None, 0) for item, *_ in self.blocked)
 
     def pause(self) -> None:
         self.paused = True
@@ -227,7 +229,7 @@ class Mailbox:
         """Drop every waiting item (the registration is ending), releasing blocked senders."""
         items = list(self.buffer)
         self.buffer.clear()
-        for item, waiter, _ in self.blocked:
+        for item, waiter, *_ in self.blocked:
             if waiter is not None and waiter.cancelled():
                 continue
             if waiter is not None and not waiter.done() and not waiter.get_loop().is_closed():

@@ -262,7 +262,7 @@ class ReplyTable(abc.ObserverBase[Reply]):
             pending.future.set_exception(reply.error)
 
     def _drop_late(self, reply: Reply) -> None:
-        if reply.error is not None:
+        if reply.error is not None and not reply.counted:  # (counted: reported already)
             self._on_unclaimed_failure(reply)  # (reported, and counted, as a failure)
         else:
             logger.debug("dropped a late reply to %s", reply.reply_address)

@@ -347,6 +347,9 @@ class EventBus:
             registration.overflow,
         )
         self._delivery.mailboxes.add(mailbox)
+        route = self._router.find(registration.address)
+        if route is not None:
+            route.plain_of = None  # it has a buffer now: not plain, work Route.plain out again
         return mailbox
 
     def _unregister(self, registration: Registration) -> None:
@@ -365,7 +368,9 @@ class EventBus:
         if mailbox is not None:
             if discard or mailbox.paused:
                 # (Paused, nobody could ever resume it: what waits is dropped and reported.)
-                mailbox.discard_all("closed" if self._closed else "unregistered")
+                # (A pipeline completed by close() ends it because the bus closes.)
+                reason = "closed" if self._closed and not discard else "unregistered"
+                mailbox.discard_all(reason)
             mailbox.pump()  # a pipeline that completed: what waits is still handled first
         registration._ended()  # pyright: ignore[reportPrivateUsage]
 
@@ -1021,7 +1026,10 @@ class EventBus:
         while True:
             # Buffered messages wait behind running handlers (among these tasks), which start
             # them as they finish; those behind the caller itself (an actor draining or
-            # closing the bus from its handler) cannot start before it returns.
+            # closing the bus from its handler) cannot start before it returns. A handler
+            # cancelled from outside starts none: they start here.
+            for mailbox in list(delivery.mailboxes):
+                mailbox.pump()
             waits: list[asyncio.Future[Any]] = list(delivery.others())
             if scheduler.holding():
                 waits.append(scheduler.settled())
@@ -1074,6 +1082,7 @@ class EventBus:
             # Cancelled while waiting: the handlers are cancelled but not yet all awaited, so
             # a later close() must do the rest instead of returning at once.
             self._closing = None
+            self._delivery.closing = True  # what it cancels now is not a handler's failure
             for task in self._delivery.others():
                 if not task.cancelling():  # one cancellation each: let cleanups run
                     task.cancel()
