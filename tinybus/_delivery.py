@@ -484,6 +484,14 @@ class Delivery:
         and the message, made if it was needed (``message`` is None until then)."""
         if not registration._registered:  # pyright: ignore[reportPrivateUsage]
             return None, message  # unregistered by a handler called before it
+        if self.closing:
+            # close() ended its grace period while the turns before this one ran: like what
+            # waits in a buffer then, the message is dropped and reported.
+            if message is None:
+                message = make_message(body, address, EMPTY_HEADERS, None)
+            self.counts.dropped += 1
+            self.report_failure(registration, message, MessageDroppedError(registration, "closed"))
+            return None, message
         if registration._mailbox is not None:  # pyright: ignore[reportPrivateUsage]
             # Paused since (maybe by the handler before it, for this very message).
             if message is None:
