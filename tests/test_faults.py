@@ -17,6 +17,7 @@ these tests found are fixed; their tests stay as regressions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import threading
@@ -1493,3 +1494,87 @@ async def test_a_handler_task_cancelled_outside_close_is_a_failure(
     assert isinstance(outcome, HandlerExecutionError), outcome
     assert isinstance(outcome.original_error, asyncio.CancelledError)
     assert [type(f.exception) for f in failures] == [asyncio.CancelledError]
+
+
+# -- 7. regressions from a review of the fixes above ---------------------------------------------
+
+
+async def test_a_sender_that_once_survived_a_cancellation_is_still_let_in(
+    bus: EventBus, failures: list[HandlerFailure]
+) -> None:
+    """Withdrawal looks at cancellations requested since the sender started waiting, not at a
+    count a task left behind when it once suppressed one without ``uncancel()``."""
+    handled: list[int] = []
+    release = asyncio.Event()
+
+    async def job(n: int) -> None:
+        await release.wait()
+        handled.append(n)
+
+    bus.on("jobs", job, max_concurrency=1, max_buffered=0)
+
+    async def sender() -> str:
+        with contextlib.suppress(asyncio.CancelledError):  # survives it: cancelling() stays 1
+            await asyncio.Event().wait()
+        bus.publish_nowait("jobs", 1)  # runs at once, and holds the one slot
+        await bus.publish("jobs", 2)  # held for room
+        return "returned"
+
+    task = asyncio.create_task(sender())
+    await asyncio.sleep(0)
+    task.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    release.set()
+    async with asyncio.timeout(WAIT):
+        assert await task == "returned"
+        await bus.drain()
+    assert handled == [1, 2]
+    assert failures == []
+
+
+def test_a_failure_of_a_pipe_blocking_past_the_deadline_is_reported_once() -> None:
+    def slow_then_fail(message: Message[int]) -> Message[int]:
+        time.sleep(BLOCK)  # the fault under test: the loop is blocked past the deadline
+        raise ValueError("boom")
+
+    async def scenario() -> None:
+        async with EventBus() as bus:
+            failures: list[HandlerFailure] = []
+            bus.errors.subscribe(failures.append)
+            bus.consumer("c", lambda message: message.body, pipe=[ops.map(slow_then_fail)])
+            with pytest.raises(HandlerTimeoutError):
+                await bus.request("c", 1, timeout=0.01)
+            assert [type(f.exception) for f in failures] == [ValueError]
+            assert bus.stats().totals.failed == 1
+
+    asyncio.run(scenario())
+
+
+async def test_handlers_cancelled_by_a_cancelled_close_are_not_failures(
+    failures: list[HandlerFailure],
+) -> None:
+    bus = EventBus(close_timeout=WAIT)
+    bus.errors.subscribe(failures.append)
+    started: list[int] = []
+
+    async def slow(n: int) -> None:
+        started.append(n)
+        await asyncio.Event().wait()
+
+    bus.on("slow", slow, max_concurrency=1)
+    for n in range(3):
+        bus.publish_nowait("slow", n)
+    closer = asyncio.create_task(bus.close())
+    await asyncio.sleep(0)
+    closer.cancel()  # in its grace period: it cancels the running handler as it goes
+    await asyncio.gather(closer, return_exceptions=True)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert started == [0]  # nothing more starts on a closed bus
+    assert failures == []
+    async with asyncio.timeout(WAIT):
+        await bus.close(timeout=0)
+    assert started == [0]
+    assert all(isinstance(f.exception, MessageDroppedError) for f in failures)
+    assert_nothing_left(bus, subscriptions=0)

@@ -1027,9 +1027,11 @@ class EventBus:
             # Buffered messages wait behind running handlers (among these tasks), which start
             # them as they finish; those behind the caller itself (an actor draining or
             # closing the bus from its handler) cannot start before it returns. A handler
-            # cancelled from outside starts none: they start here.
-            for mailbox in list(delivery.mailboxes):
-                mailbox.pump()
+            # cancelled from outside starts none: they start here (unless close() has begun
+            # cancelling handlers: then what waits is dropped, not started).
+            if not delivery.closing:
+                for mailbox in list(delivery.mailboxes):
+                    mailbox.pump()
             waits: list[asyncio.Future[Any]] = list(delivery.others())
             if scheduler.holding():
                 waits.append(scheduler.settled())
