@@ -184,21 +184,17 @@ class Report:
 
     def memory_table(self) -> list[str]:
         names = [*c.CONTENDERS]
+        beyond = {name: bytes_ - self.pending[c.DIRECT] for name, bytes_ in self.pending.items()}
+
+        def row(label: str, measured: dict[str, float]) -> list[str]:
+            return [label] + [
+                f"{measured[name]:,.0f}" if name in measured else NA for name in names
+            ]
+
         rows = [
-            ["bytes per registration"]
-            + [
-                f"{self.registrations[name]:,.0f}" if name in self.registrations else NA
-                for name in names
-            ],
-            ["bytes per pending request"]
-            + [f"{self.pending[name]:,.0f}" if name in self.pending else NA for name in names],
-            ["bytes per pending request, beyond a direct await's"]
-            + [
-                f"{self.pending[name] - self.pending[c.DIRECT]:,.0f}"
-                if name in self.pending
-                else NA
-                for name in names
-            ],
+            row("bytes per registration", self.registrations),
+            row("bytes per pending request", self.pending),
+            row("bytes per pending request, beyond a direct await's", beyond),
         ]
         return table(["memory (tracemalloc)", *names], rows)
 

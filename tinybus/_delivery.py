@@ -53,6 +53,8 @@ logger = logging.getLogger("tinybus")
 MAX_EAGER_DEPTH = 16
 
 
+# What a body that does not fit a handler's type is called in the error.
+_SENT_TO = "the body sent to"
 # For a type check that type checkers do not narrow on (the value stays what it was).
 _COROUTINE: type = CoroutineType
 
@@ -62,7 +64,7 @@ def is_awaitable(value: object) -> bool:
 
 
 def checked_argument(
-    registration: Registration, address: str, value: Any, what: str = "the body sent to"
+    registration: Registration, address: str, value: Any, what: str = _SENT_TO
 ) -> Any:
     """``value`` validated against the type the handler declares (if any). Raises
     ``MessageValidationError`` for a value that is not valid."""
@@ -81,7 +83,7 @@ def handler_argument(registration: Registration, message: Message[Any]) -> Any:
     elif accepts is None:
         return message if types.wants_message else body
     if accepts is not None:
-        body = accepts.check(body, message.address, "the body sent to")
+        body = accepts.check(body, message.address, _SENT_TO)
     if not types.wants_message:
         return body
     return message if body is message.body else copy_with_body(message, body)
@@ -287,7 +289,6 @@ class Leg:
 # What ``Delivery.start_plain`` leaves to ``Delivery.finish``: started handlers to wait for,
 # a refusal to raise, and the message if it was made.
 type Unfinished = tuple[Sequence[asyncio.Future[None]], BaseException | None, Message[Any] | None]
-_SENT_TO = "the body sent to"
 
 
 class Collected:
