@@ -114,7 +114,7 @@ def checked_reply(
     return Reply(reply_address, result, None, registration)
 
 
-async def _answer(result: Awaitable[Any], exchange: Exchange) -> None:
+async def _answer(result: Awaitable[Any], exchange: Exchange, message: Message[Any]) -> None:
     """Run a request's handler and hand its outcome to the request's exchange."""
     try:
         value = await result
@@ -122,7 +122,7 @@ async def _answer(result: Awaitable[Any], exchange: Exchange) -> None:
         cancelled = isinstance(exc, asyncio.CancelledError)
         if cancelled and exchange.closing:
             raise  # cancelled by close(), whose requesters have their BusClosedError already
-        exchange.settle_error(exc)
+        exchange.settle_error(exc, message)
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt and SystemExit go on, and so does a cancellation
         # (Cancelled by its own code or another task's, the handler failed: its requester
@@ -166,14 +166,17 @@ class Exchange:
     outcome, whichever comes first. Later ones are ignored (a failure raised after an answer is
     still the handler's failure, reported on ``bus.errors``)."""
 
-    __slots__ = ("_delivery", "_message", "_registration", "answered")
+    # Not the message itself: the message refers to its exchange (``message.reply``), and a
+    # cycle would leave every request's pair to the garbage collector.
+    __slots__ = ("_address", "_delivery", "_registration", "_reply_address", "answered")
 
     def __init__(
         self, delivery: Delivery, registration: Registration, message: Message[Any]
     ) -> None:
         self._delivery = delivery
         self._registration = registration
-        self._message = message
+        self._address = message.address
+        self._reply_address: str = message.reply_address  # type: ignore[assignment]
         self.answered = False
 
     @property
@@ -182,7 +185,7 @@ class Exchange:
 
     def _first(self, what: str) -> bool:
         if self.answered:
-            logger.debug("ignored %s for %r: already answered", what, self._message.address)
+            logger.debug("ignored %s for %r: already answered", what, self._address)
             return False
         self.answered = True
         return True
@@ -193,47 +196,43 @@ class Exchange:
 
     def fail(self, code: int, text: str) -> None:
         if self._first("a failure"):
-            address = self._message.address
-            self._push_error(ReplyFailedError(address, code, text))
+            self._push_error(ReplyFailedError(self._address, code, text))
 
     async def reply_and_request(
         self, body: object, headers: Mapping[str, str] | None, timeout: float | None
     ) -> Message[Any]:
         if not self._first("a reply"):
-            raise EventBusError(f"the request to {self._message.address!r} was answered already")
-        reply_address: str = self._message.reply_address  # type: ignore[assignment]
+            raise EventBusError(f"the request to {self._address!r} was answered already")
         return await self._delivery.converse(
-            reply_address, body, headers, timeout, self._registration
+            self._reply_address, body, headers, timeout, self._registration
         )
 
     def settle_value(self, value: Any) -> None:
         """The handler returned ``value``."""
-        if not self.answered:  # (``_first``, without its call: every request comes here)
-            self.answered = True
-            self._push_value(value, None)
+        if not self.answered:  # (``_first`` and ``_push_value``, without their calls: every
+            self.answered = True  # request comes here)
+            self._delivery.push_reply(
+                checked_reply(self._registration, self._reply_address, self._address, value)
+            )
         else:
-            logger.debug("ignored the return value for %r: already answered", self._message.address)
+            logger.debug("ignored the return value for %r: already answered", self._address)
 
-    def settle_error(self, exc: BaseException, wrap: bool = True) -> None:
-        """The handler raised ``exc`` (or its body was invalid: ``wrap=False``)."""
+    def settle_error(self, exc: BaseException, message: Message[Any], wrap: bool = True) -> None:
+        """The handler of ``message`` raised ``exc`` (or its body was invalid: ``wrap=False``)."""
         if not self.answered:
             self.answered = True
-            message = self._message
-            self._push_error(HandlerExecutionError(message.address, exc) if wrap else exc)
+            self._push_error(HandlerExecutionError(self._address, exc) if wrap else exc)
         else:  # its requester has an answer; the failure is nobody's but the bus's to report
-            self._delivery.report_failure(self._registration, self._message, exc)
+            self._delivery.report_failure(self._registration, message, exc)
 
     def _push_value(self, value: object, headers: Mapping[str, str] | None) -> None:
-        message = self._message
-        reply_address: str = message.reply_address  # type: ignore[assignment]
-        reply = checked_reply(self._registration, reply_address, message.address, value)
+        reply = checked_reply(self._registration, self._reply_address, self._address, value)
         if headers:
             reply.headers = headers
         self._delivery.push_reply(reply)
 
     def _push_error(self, error: BaseException) -> None:
-        reply_address: str = self._message.reply_address  # type: ignore[assignment]
-        self._delivery.push_reply(Reply(reply_address, None, error, self._registration))
+        self._delivery.push_reply(Reply(self._reply_address, None, error, self._registration))
 
 
 type Converse = Callable[
@@ -352,7 +351,7 @@ class Delivery:
             if type(awaitable) is CoroutineType
             else _awaited(awaitable)
         )
-        loop = self._get_loop()
+        loop = asyncio.get_running_loop()
         if self._depth < MAX_EAGER_DEPTH:
             self._depth += 1
             # The handler's first step runs inside this call; what it sends is its own, not
@@ -415,7 +414,7 @@ class Delivery:
         self, registration: Registration, message: Message[Any] | None, exc: BaseException
     ) -> None:
         if message is not None and message.reply_address is not None:
-            cast(Exchange, message._responder).settle_error(exc)  # pyright: ignore[reportPrivateUsage]
+            cast(Exchange, message._responder).settle_error(exc, message)  # pyright: ignore[reportPrivateUsage]
         else:
             self.report_failure(registration, message, exc)
 
@@ -489,14 +488,14 @@ class Delivery:
             # close() ended its grace period while the turns before this one ran: like what
             # waits in a buffer then, the message is dropped and reported.
             if message is None:
-                message = make_message(body, address, EMPTY_HEADERS, None)
+                message = make_message(body, address, EMPTY_HEADERS)
             self.counts.dropped += 1
             self.report_failure(registration, message, MessageDroppedError(registration, "closed"))
             return None, message
         if registration._mailbox is not None:  # pyright: ignore[reportPrivateUsage]
             # Paused since (maybe by the handler before it, for this very message).
             if message is None:
-                message = make_message(body, address, EMPTY_HEADERS, None)
+                message = make_message(body, address, EMPTY_HEADERS)
             entered = self.collect(partial(self.enter_event, registration), message, True)
             return (None if entered is None else self.wait(entered)), message
         registration.delivered += 1
@@ -510,7 +509,7 @@ class Delivery:
             result = registration.handler(argument)
         except (Exception, asyncio.CancelledError) as exc:  # the handler's, not the caller's
             if message is None:
-                message = make_message(body, address, EMPTY_HEADERS, None)
+                message = make_message(body, address, EMPTY_HEADERS)
             self.report_failure(registration, message, exc)
             return None, message
         if type(result) is _COROUTINE or is_awaitable(result):
@@ -532,7 +531,7 @@ class Delivery:
         ``SystemExit`` or the caller's cancellation. Then the inline handlers after it still
         get the message, in tasks of the bus's own."""
         if message is None:
-            message = make_message(body, address, EMPTY_HEADERS, None)
+            message = make_message(body, address, EMPTY_HEADERS)
         if isinstance(exc, asyncio.CancelledError):
             task = asyncio.current_task()
             if task is not None and task.cancelling():  # the caller's, and so the handler's
@@ -571,7 +570,7 @@ class Delivery:
             if registration._mailbox is not None:  # pyright: ignore[reportPrivateUsage]
                 # Paused since (maybe by a handler before it, for this very message).
                 if message is None:
-                    message = make_message(body, address, EMPTY_HEADERS, None)
+                    message = make_message(body, address, EMPTY_HEADERS)
                 entered = self.collect(partial(self.enter_event, registration), message, True)
                 if entered is not None:
                     waits = [*(waits or ()), *entered.waits]
@@ -586,13 +585,13 @@ class Delivery:
                 )
             except (Exception, asyncio.CancelledError) as exc:  # the handler's, not the caller's
                 if message is None:
-                    message = make_message(body, address, EMPTY_HEADERS, None)
+                    message = make_message(body, address, EMPTY_HEADERS)
                 self.report_failure(registration, message, exc)
                 continue
             if type(result) is not _COROUTINE and (result is None or not is_awaitable(result)):
                 continue
             if message is None:
-                message = make_message(body, address, EMPTY_HEADERS, None)
+                message = make_message(body, address, EMPTY_HEADERS)
             task = self._start(result, False, registration, message)
             if task is not None:
                 if waits is None:
@@ -787,15 +786,17 @@ class Delivery:
         try:
             result = registration.handler(handler_argument(registration, message))
         except MessageValidationError as exc:
-            exchange.settle_error(exc, wrap=False)
+            exchange.settle_error(exc, message, wrap=False)
             return None
         except (Exception, asyncio.CancelledError) as exc:  # the handler's, not the caller's
-            exchange.settle_error(exc)
+            exchange.settle_error(exc, message)
             return None
         if type(result) is _COROUTINE or is_awaitable(result):
             # Answered from inside the task, not by its done callback (scheduled one loop
             # iteration later): a handler that suspends has its requester resumed sooner.
-            return self._start(_answer(result, exchange), collect, registration, None, True)
+            return self._start(
+                _answer(result, exchange, message), collect, registration, None, True
+            )
         exchange.settle_value(result)
         return None
 

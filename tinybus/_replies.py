@@ -35,8 +35,6 @@ from .stats import Counters
 
 logger = logging.getLogger("tinybus")
 
-REPLY_PREFIX = "__tinybus.reply."
-
 
 def nobody_awaits(reply_address: str) -> HandlerNotFoundError:
     """The error of an answer sent where nobody waits any more, which no answer can follow."""

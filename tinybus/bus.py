@@ -21,7 +21,7 @@ from ._delivery import Collected, Delivery, Leg
 from ._flow import Mailbox
 from ._patterns import ensure_concrete, is_pattern
 from ._pipeline import Pipeline
-from ._replies import REPLY_PREFIX, Reply, ReplyTable, nobody_awaits
+from ._replies import Reply, ReplyTable, nobody_awaits
 from ._routing import Router
 from ._scheduler import BusScheduler
 from ._subject import LoopSubject
@@ -40,6 +40,7 @@ from .errors import (
 from .headers import Headers, HeadersInput
 from .message import (
     EMPTY_HEADERS,
+    REPLY_PREFIX,
     Envelope,
     Kind,
     Message,
@@ -476,7 +477,7 @@ class EventBus:
         if self._tap.subscribers:
             failed = reply.error is not None
             message = make_message(
-                reply.error if failed else reply.body, reply.reply_address, EMPTY_HEADERS, None
+                reply.error if failed else reply.body, reply.reply_address, EMPTY_HEADERS
             )
             self._tap.on_next(Envelope("failure" if failed else "reply", message))
         self._replies.stream.on_next(reply)
@@ -571,8 +572,18 @@ class EventBus:
         instead of the body alone. Every failure carries ``.kind`` and ``.code``; a consumer's
         ``message.fail(code, text)`` raises ``ReplyFailedError`` here.
         """
-        routed = to_address(address)
-        loop = self._running_loop(routed)
+        # (A str that names a route is a valid address: routes are made from checked ones.)
+        routed: str = (
+            address  # type: ignore[assignment]
+            if type(address) is str and address in self._router.routes
+            else to_address(address)
+        )
+        # (_running_loop, written out: requests are the other hot path of the bus.)
+        if self._closed:
+            raise BusClosedError(address=routed)
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind(loop)
         message_headers = (
             EMPTY_HEADERS
             if headers is None and options is None
@@ -676,8 +687,8 @@ class EventBus:
         address whatever happened."""
         if self._closed:
             raise BusClosedError(address=address)
-        message = make_message(body, address, headers, None)
-        reply_address = message.reply_address = REPLY_PREFIX + message.id
+        message = make_message(body, address, headers, request=True)
+        reply_address: str = message.reply_address  # type: ignore[assignment]
         if self._interceptors or self._tap.subscribers:
             message = self._outbound("request", message)
         message._copies = copies  # pyright: ignore[reportPrivateUsage]
@@ -837,7 +848,7 @@ class EventBus:
             ensure_concrete(routed)  # (a pattern that matches patterns raised in matching())
             if not intercepted:
                 return None
-        message = make_message(body, routed, message_headers, None)
+        message = make_message(body, routed, message_headers)
         if intercepted:
             message = self._outbound("publish", message)
         message._copies = copies  # pyright: ignore[reportPrivateUsage]
@@ -953,7 +964,7 @@ class EventBus:
         copies = False
         if options is not None or self._codecs.defaults:
             body, copies = self._outgoing(body, options)
-        message = make_message(body, routed, _merge_headers(headers, options), None)
+        message = make_message(body, routed, _merge_headers(headers, options))
         if self._interceptors or self._tap.subscribers:
             message = self._outbound("send", message)
         message._copies = copies  # pyright: ignore[reportPrivateUsage]

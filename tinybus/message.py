@@ -23,6 +23,10 @@ _ID_PREFIX = secrets.token_hex(4)
 _id_counter = itertools.count(1)
 
 
+# Where a request's reply goes: this prefix and the request's id.
+REPLY_PREFIX = "__tinybus.reply."
+
+
 def new_message_id() -> str:
     return f"{_ID_PREFIX}-{next(_id_counter)}"
 
@@ -175,19 +179,19 @@ def copy_with_body[B](message: Message[Any], body: B) -> Message[B]:
     return copy
 
 
-def make_message[B](
-    body: B,
-    address: str,
-    headers: Headers,
-    reply_address: str | None,
-) -> Message[B]:
-    """The bus's own constructor: its arguments are already checked, so it skips ``__init__``."""
+def make_message[B](body: B, address: str, headers: Headers, request: bool = False) -> Message[B]:
+    """The bus's own constructor: its arguments are already checked, so it skips ``__init__``.
+    A request's id is formatted at once, for its reply address."""
     message = cast("Message[B]", object.__new__(Message))
     message.body = body
-    message._id = next(_id_counter)  # pyright: ignore[reportPrivateUsage]
     message.address = address
     message.headers = headers
-    message.reply_address = reply_address
+    if request:
+        message._id = id = f"{_ID_PREFIX}-{next(_id_counter)}"  # pyright: ignore[reportPrivateUsage]
+        message.reply_address = REPLY_PREFIX + id
+    else:
+        message._id = next(_id_counter)  # pyright: ignore[reportPrivateUsage]
+        message.reply_address = None
     message._responder = None  # pyright: ignore[reportPrivateUsage]
     message._copies = False  # pyright: ignore[reportPrivateUsage]
     return message
