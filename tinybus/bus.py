@@ -574,7 +574,7 @@ class EventBus:
         """
         # (A str that names a route is a valid address: routes are made from checked ones.)
         routed: str = (
-            address  # type: ignore[assignment]
+            address
             if type(address) is str and address in self._router.routes
             else to_address(address)
         )
