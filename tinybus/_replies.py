@@ -270,13 +270,11 @@ class ReplyTable(abc.ObserverBase[Reply]):
         ``step=-1`` takes it back."""
         error = reply.error
         source = reply.source
-        if reply.counted:
-            return
         if error is None:
             self._counts.replied += step
             if source is not None:
                 source.replied += step
-        elif not isinstance(error, MessageDroppedError):
+        elif not (reply.counted or isinstance(error, MessageDroppedError)):
             self._counts.failed += step
             if source is not None:
                 source.failed += step

@@ -599,23 +599,37 @@ class EventBus:
         else:
             timeout = self._default_timeout
         retries = 0 if options is None else options.retry_attempts
-        while True:
-            reply_address, started = self._start_request(
-                loop, routed, body, message_headers, timeout, copies
-            )
+        replies = self._replies
+        while True:  # an attempt: its reply comes while it is sent, or into a future
+            if self._closed:
+                raise BusClosedError(address=routed)
+            message = make_message(body, routed, message_headers, request=True)
+            reply_address: str = message.reply_address  # type: ignore[assignment]
+            if self._interceptors or self._tap.subscribers:
+                message = self._outbound("request", message)
+            message._copies = copies  # pyright: ignore[reportPrivateUsage]
+            registration = self._router.pick_consumer(routed, True)
+            self._counts.requested += 1
+            deadline = loop.time() + timeout
+            outer = replies.watch_inline(reply_address)
             try:
-                if type(started) is Reply:  # answered while being sent: no future, no timer
-                    if started.error is not None:
-                        raise started.error
-                    reply = started
+                self._delivery.enter_request(registration, message)
+            finally:
+                reply = replies.unwatch_inline(outer, routed, timeout, deadline, loop)
+            try:
+                if reply is not None:  # answered while being sent: no future, no timer
+                    if reply.error is not None:
+                        raise reply.error
                 else:
+                    pending = replies.expect(reply_address, routed, timeout, deadline)
+                    replies.arm(pending)
                     try:
-                        reply = await cast("asyncio.Future[Reply]", started)
+                        reply = await pending.future
                     except asyncio.CancelledError:
-                        self._replies.abandon(reply_address)
+                        replies.abandon(reply_address)
                         raise
                     finally:
-                        self._replies.forget(reply_address)
+                        replies.forget(reply_address)
             except HandlerTimeoutError:
                 if retries == 0:
                     raise
@@ -671,41 +685,6 @@ class EventBus:
         finally:
             self._replies.forget(next_address)
         return self._reply_message(reply, reply.body, source)
-
-    def _start_request(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        address: str,
-        body: Any,
-        headers: Headers,
-        timeout: float,
-        copies: bool,
-    ) -> tuple[str, asyncio.Future[Any] | Reply]:
-        """Send one attempt of a request: its reply address, and its ``Reply`` if the handler
-        answered while it was being sent (the common case of a handler that does not suspend),
-        else the future of its outcome, which the caller awaits, then ``forget``s the reply
-        address whatever happened."""
-        if self._closed:
-            raise BusClosedError(address=address)
-        message = make_message(body, address, headers, request=True)
-        reply_address: str = message.reply_address  # type: ignore[assignment]
-        if self._interceptors or self._tap.subscribers:
-            message = self._outbound("request", message)
-        message._copies = copies  # pyright: ignore[reportPrivateUsage]
-        registration = self._router.pick_consumer(address, True)
-        self._counts.requested += 1
-        replies = self._replies
-        deadline = loop.time() + timeout
-        outer = replies.watch_inline(reply_address)
-        try:
-            self._delivery.enter_request(registration, message)
-        finally:
-            inline = replies.unwatch_inline(outer, address, timeout, deadline, loop)
-        if inline is not None:
-            return reply_address, inline
-        pending = replies.expect(reply_address, address, timeout, deadline)
-        replies.arm(pending)
-        return reply_address, pending.future
 
     @overload
     async def publish[B](
