@@ -5,23 +5,20 @@ pushed into ``stream`` (a ``LoopSubject``); its one subscriber looks the reply a
 dict and settles the future. That is the whole per-request cost: no operator chain per
 request, and no timer at all for a reply that arrives while the request is being made.
 
-Timeouts are armed lazily and in batches: a request whose handler has not replied by the end
-of the call is queued, and one ``call_soon`` callback per loop iteration arms the timers of
-those still waiting. A handler that replies within one loop iteration (the common case of a
-handler awaiting once) never costs a timer.
+A request whose handler has not replied by the end of the call waits in ``Deadlines``: one
+timer per distinct timeout, not one per request (see ``_deadlines``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from reactivex import abc
 
+from ._deadlines import Deadlines, Lane
 from ._subject import LoopSubject
 from .errors import (
     BusClosedError,
@@ -69,7 +66,7 @@ class Reply:
 
 
 class PendingRequest:
-    __slots__ = ("address", "deadline", "future", "outcome", "reply_address", "timeout", "timer")
+    __slots__ = ("address", "deadline", "future", "lane", "outcome", "reply_address", "timeout")
 
     def __init__(
         self,
@@ -84,7 +81,7 @@ class PendingRequest:
         self.future = future
         self.timeout = timeout
         self.deadline = deadline
-        self.timer: asyncio.TimerHandle | None = None
+        self.lane: Lane[PendingRequest] | None = None  # its place in ``Deadlines``
         self.outcome: Reply | None = None  # the reply its future was settled with
 
 
@@ -101,13 +98,10 @@ class ReplyTable(abc.ObserverBase[Reply]):
         self._get_loop = get_loop
         self._on_unclaimed_failure = on_unclaimed_failure
         self._pending: dict[str, PendingRequest] = {}
-        self._to_arm: list[PendingRequest] = []
+        self._deadlines = Deadlines[PendingRequest](get_loop, self._expire)
         self._inline_address: str | None = None
         self.last_claimed = False  # whether the last reply pushed found its requester
         self._inline_reply: Reply | None = None
-        self._arming: asyncio.Handle | None = None
-        # Timers run the bus's own code: they need no copy of the requester's context.
-        self._bare_context = contextvars.Context()
         self.stream: LoopSubject[Reply] = LoopSubject(self._on_resolver_error)
         self.stream.attach(self)
 
@@ -127,37 +121,14 @@ class ReplyTable(abc.ObserverBase[Reply]):
 
     def arm(self, pending: PendingRequest) -> None:
         """Make sure ``pending`` fails with a timeout at its deadline, unless settled first."""
-        if math.isinf(pending.deadline):
-            return
-        self._to_arm.append(pending)
-        if self._arming is None:
-            self._arming = self._get_loop().call_soon(self._arm_queued)
-
-    def _arm_queued(self) -> None:
-        self._arming = None
-        queued, self._to_arm = self._to_arm, []
-        loop = self._get_loop()
-        for pending in queued:
-            if not pending.future.done():
-                pending.timer = loop.call_at(
-                    pending.deadline, self._expire, pending, context=self._bare_context
-                )
+        self._deadlines.add(pending)
 
     def _expire(self, pending: PendingRequest) -> None:
-        loop = self._get_loop()
-        if loop.time() < pending.deadline:
-            # The loop's clock granularity may fire a timer a hair early; a timeout never does.
-            pending.timer = loop.call_at(pending.deadline, self._expire, pending)
-            return
-        pending.timer = None
         if self._pending.get(pending.reply_address) is pending:
             del self._pending[pending.reply_address]
         self._time_out(pending)
 
     def _time_out(self, pending: PendingRequest) -> None:
-        if pending.timer is not None:
-            pending.timer.cancel()
-            pending.timer = None
         if not pending.future.done():
             pending.future.set_exception(HandlerTimeoutError(pending.address, pending.timeout))
 
@@ -166,8 +137,7 @@ class ReplyTable(abc.ObserverBase[Reply]):
         pending = self._pending.pop(reply_address, None)
         if pending is None:
             return
-        if pending.timer is not None:
-            pending.timer.cancel()
+        self._deadlines.release(pending)
         # A requester that stops waiting without being cancelled (its coroutine closed) leaves
         # an open future: settle it so no timer is armed for it later.
         pending.future.cancel()
@@ -251,8 +221,6 @@ class ReplyTable(abc.ObserverBase[Reply]):
             self._drop_late(reply)
             return
         self._count(reply)
-        if pending.timer is not None:
-            pending.timer.cancel()
         pending.outcome = reply
         if reply.error is None:
             pending.future.set_result(reply)
@@ -284,15 +252,10 @@ class ReplyTable(abc.ObserverBase[Reply]):
 
     def fail_all(self) -> None:
         """Fail every pending request with ``BusClosedError`` and cancel every timer."""
-        if self._arming is not None:
-            self._arming.cancel()
-            self._arming = None
-        self._to_arm.clear()
+        self._deadlines.clear()
         pending_requests = list(self._pending.values())
         self._pending.clear()
         for pending in pending_requests:
-            if pending.timer is not None:
-                pending.timer.cancel()
             if not pending.future.done():
                 pending.future.set_exception(
                     BusClosedError(
@@ -304,8 +267,7 @@ class ReplyTable(abc.ObserverBase[Reply]):
     def reset(self) -> None:
         """Forget state that belonged to a previous, closed event loop."""
         self._pending.clear()
-        self._to_arm.clear()
-        self._arming = None
+        self._deadlines = Deadlines[PendingRequest](self._get_loop, self._expire)
         self._inline_address = self._inline_reply = None
 
     def complete(self) -> None:

@@ -616,6 +616,7 @@ class EventBus:
                 self._delivery.enter_request(registration, message)
             finally:
                 reply = replies.unwatch_inline(outer, routed, timeout, deadline, loop)
+                del outer  # (not kept while the request waits)
             try:
                 if reply is not None:  # answered while being sent: no future, no timer
                     if reply.error is not None:

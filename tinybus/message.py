@@ -181,18 +181,14 @@ def copy_with_body[B](message: Message[Any], body: B) -> Message[B]:
 
 def make_message[B](body: B, address: str, headers: Headers, request: bool = False) -> Message[B]:
     """The bus's own constructor: its arguments are already checked, so it skips ``__init__``.
-    A request's id is formatted at once, for its reply address."""
+    A request's reply address is made from its id."""
     # (No cast(): a call per message, for the type checker only.)
     message: Message[B] = object.__new__(Message)  # pyright: ignore[reportUnknownVariableType]
     message.body = body
     message.address = address
     message.headers = headers
-    if request:
-        message._id = id = f"{_ID_PREFIX}-{next(_id_counter)}"  # pyright: ignore[reportPrivateUsage]
-        message.reply_address = REPLY_PREFIX + id
-    else:
-        message._id = next(_id_counter)  # pyright: ignore[reportPrivateUsage]
-        message.reply_address = None
+    message._id = number = next(_id_counter)  # pyright: ignore[reportPrivateUsage]
+    message.reply_address = f"{REPLY_PREFIX}{_ID_PREFIX}-{number}" if request else None
     message._responder = None  # pyright: ignore[reportPrivateUsage]
     message._copies = False  # pyright: ignore[reportPrivateUsage]
     return message
