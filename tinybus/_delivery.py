@@ -69,7 +69,9 @@ def checked_argument(
     """``value`` validated against the type the handler declares (if any). Raises
     ``MessageValidationError`` for a value that is not valid."""
     accepts = registration._types.accepts  # pyright: ignore[reportPrivateUsage]
-    return value if accepts is None else accepts.check(value, address, what)
+    if accepts is None or type(value) is accepts.exact:  # (check's first test, without a call)
+        return value
+    return accepts.check(value, address, what)
 
 
 def handler_argument(registration: Registration, message: Message[Any]) -> Any:
@@ -82,7 +84,7 @@ def handler_argument(registration: Registration, message: Message[Any]) -> Any:
         body = own_copy(body)
     elif accepts is None:
         return message if types.wants_message else body
-    if accepts is not None:
+    if accepts is not None and type(body) is not accepts.exact:  # (else check() returns it)
         body = accepts.check(body, message.address, _SENT_TO)
     if not types.wants_message:
         return body
@@ -503,7 +505,11 @@ class Delivery:
         try:
             if message is None:
                 accepts = registration._types.accepts  # pyright: ignore[reportPrivateUsage]
-                argument = body if accepts is None else accepts.check(body, address, _SENT_TO)
+                argument = (
+                    body
+                    if accepts is None or type(body) is accepts.exact
+                    else accepts.check(body, address, _SENT_TO)
+                )
             else:
                 argument = handler_argument(registration, message)
             result = registration.handler(argument)
@@ -581,7 +587,9 @@ class Delivery:
             accepts = registration._types.accepts  # pyright: ignore[reportPrivateUsage]
             try:
                 result = registration.handler(
-                    body if accepts is None else accepts.check(body, address, _SENT_TO)
+                    body
+                    if accepts is None or type(body) is accepts.exact
+                    else accepts.check(body, address, _SENT_TO)
                 )
             except (Exception, asyncio.CancelledError) as exc:  # the handler's, not the caller's
                 if message is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -102,6 +103,7 @@ class ReplyTable(abc.ObserverBase[Reply]):
         self._inline_address: str | None = None
         self.last_claimed = False  # whether the last reply pushed found its requester
         self._inline_reply: Reply | None = None
+        self.clock: Callable[[], float] = time.monotonic  # the loop's (``loop_clock``), once bound
         self.stream: LoopSubject[Reply] = LoopSubject(self._on_resolver_error)
         self.stream.attach(self)
 
@@ -159,12 +161,7 @@ class ReplyTable(abc.ObserverBase[Reply]):
         return outer
 
     def unwatch_inline(
-        self,
-        outer: tuple[str | None, Reply | None],
-        address: str,
-        timeout: float,
-        deadline: float,
-        loop: asyncio.AbstractEventLoop,
+        self, outer: tuple[str | None, Reply | None], address: str, timeout: float, deadline: float
     ) -> Reply | None:
         """The reply caught since ``watch_inline``, if any; one that came at or after the
         deadline (a handler that blocked the loop) is late, as in ``on_next``: its requester
@@ -173,11 +170,16 @@ class ReplyTable(abc.ObserverBase[Reply]):
         self._inline_address, self._inline_reply = outer
         if caught is None:
             return None
-        if loop.time() >= deadline:
+        if self.clock() >= deadline:
             self._drop_late(caught)
             timed_out = HandlerTimeoutError(address, timeout)
             return Reply(caught.reply_address, None, timed_out, caught.source)
-        self._count(caught)
+        if caught.error is None:  # (``_count``, without its call: most requests come here)
+            self._counts.replied += 1
+            if caught.source is not None:
+                caught.source.replied += 1
+        else:
+            self._count(caught)
         return caught
 
     def abandon(self, reply_address: str) -> None:
@@ -211,7 +213,7 @@ class ReplyTable(abc.ObserverBase[Reply]):
             return
         # (Left in the table until its requester forgets it: see ``abandon``.)
         pending = self._pending.get(reply.reply_address)
-        if pending is not None and self._get_loop().time() >= pending.deadline:
+        if pending is not None and self.clock() >= pending.deadline:
             # Past its deadline, the timer just has not run yet (a busy loop): a timeout never
             # comes late, so this reply is the late one.
             self._time_out(pending)

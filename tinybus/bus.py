@@ -17,6 +17,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from ._address import AddressLike, TypedAddress, to_address
+from ._deadlines import loop_clock
 from ._delivery import Collected, Delivery, Leg
 from ._flow import Mailbox
 from ._patterns import ensure_concrete, is_pattern
@@ -161,6 +162,7 @@ class EventBus:
             for pipeline in self._pipelines:
                 pipeline.stop(ending=False)
         self._loop = loop
+        self._replies.clock = loop_clock(loop)
         # Pipelines registered before there was a loop (or on the old one) start now, and
         # messages left waiting by the old loop are handled on this one.
         for pipeline in list(self._pipelines):
@@ -610,12 +612,12 @@ class EventBus:
             message._copies = copies  # pyright: ignore[reportPrivateUsage]
             registration = self._router.pick_consumer(routed, True)
             self._counts.requested += 1
-            deadline = loop.time() + timeout
+            deadline = replies.clock() + timeout
             outer = replies.watch_inline(reply_address)
             try:
                 self._delivery.enter_request(registration, message)
             finally:
-                reply = replies.unwatch_inline(outer, routed, timeout, deadline, loop)
+                reply = replies.unwatch_inline(outer, routed, timeout, deadline)
                 del outer  # (not kept while the request waits)
             try:
                 if reply is not None:  # answered while being sent: no future, no timer
