@@ -436,6 +436,47 @@ async def test_observe_all_emits_nothing_after_its_subscription_is_disposed(
     assert [e.body for e in kept] == [1, 2]
 
 
+async def test_replies_reach_observe_all_whenever_someone_subscribes_again(bus: EventBus) -> None:
+    """Replies are relayed to ``observe_all()`` only while it has subscribers: after the last
+    one leaves, requests are still answered (at once and after a suspension), and a later
+    subscriber sees replies and failures again."""
+
+    async def answers(message: Message[int]) -> int:
+        if message.body < 0:
+            raise ValueError("negative")
+        if message.body % 2:
+            await asyncio.sleep(0)
+        return message.body * 10
+
+    bus.consumer("answers", answers)
+
+    async def kinds_seen_by_a_new_subscriber() -> list[tuple[str, Any]]:
+        seen: list[tuple[str, Any]] = []
+        subscription = bus.observe_all().subscribe(
+            lambda envelope: seen.append((envelope.kind, envelope.body))
+        )
+        assert await bus.request("answers", 1) == 10
+        assert await bus.request("answers", 2) == 20
+        with pytest.raises(HandlerExecutionError):
+            await bus.request("answers", -1)
+        subscription.dispose()
+        return [(kind, body) for kind, body in seen if kind != "failure"] + [
+            (kind, type(body).__name__) for kind, body in seen if kind == "failure"
+        ]
+
+    expected = [
+        ("request", 1),
+        ("reply", 10),
+        ("request", 2),
+        ("reply", 20),
+        ("request", -1),
+        ("failure", "HandlerExecutionError"),
+    ]
+    assert await kinds_seen_by_a_new_subscriber() == expected
+    assert [await bus.request("answers", n) for n in (3, 4)] == [30, 40]  # nobody observes
+    assert await kinds_seen_by_a_new_subscriber() == expected
+
+
 async def test_observe_all_completes_when_the_bus_closes(bus: EventBus) -> None:
     """Subscribers see ``on_completed`` at close; a late subscriber completes at once."""
     completed: list[str] = []

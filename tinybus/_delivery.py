@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 from pydantic import ValidationError
 from reactivex import abc
 
-from ._replies import Reply
+from ._replies import Reply, ReplyTable
 from ._validation import validation_summary
 from .errors import (
     BufferFullError,
@@ -213,7 +213,7 @@ class Exchange:
         """The handler returned ``value``."""
         if not self.answered:  # (``_first`` and ``_push_value``, without their calls: every
             self.answered = True  # request comes here)
-            self._delivery.push_reply(
+            self._delivery.replies.push(
                 checked_reply(self._registration, self._reply_address, self._address, value)
             )
         else:
@@ -231,10 +231,10 @@ class Exchange:
         reply = checked_reply(self._registration, self._reply_address, self._address, value)
         if headers:
             reply.headers = headers
-        self._delivery.push_reply(reply)
+        self._delivery.replies.push(reply)
 
     def _push_error(self, error: BaseException) -> None:
-        self._delivery.push_reply(Reply(self._reply_address, None, error, self._registration))
+        self._delivery.replies.push(Reply(self._reply_address, None, error, self._registration))
 
 
 type Converse = Callable[
@@ -312,14 +312,13 @@ class Delivery:
         self,
         get_loop: Callable[[], asyncio.AbstractEventLoop],
         report: Callable[[HandlerFailure], None],
-        push_reply: Callable[[Reply], None],
-        requester_waiting: Callable[[str], bool],
+        replies: ReplyTable,
         counts: Counters,
     ) -> None:
         self._get_loop = get_loop
         self._report = report
-        self.push_reply = push_reply
-        self._requester_waiting = requester_waiting
+        self.replies = replies  # where replies go (``replies.push``)
+        self._requester_waiting = replies.is_waiting
         self.tasks: set[asyncio.Task[None]] = set()
         self.counts = counts
         self.converse: Converse  # set by the bus: answering with reply_and_request
@@ -745,7 +744,7 @@ class Delivery:
         reply_address: str = message.reply_address  # type: ignore[assignment]
         reply = Reply(reply_address, None, error, registration)
         reply.counted = counted
-        self.push_reply(reply)
+        self.replies.push(reply)
 
     # -- published and sent messages -----------------------------------------------------
 

@@ -106,6 +106,21 @@ class ReplyTable(abc.ObserverBase[Reply]):
         self.clock: Callable[[], float] = time.monotonic  # the loop's (``loop_clock``), once bound
         self.stream: LoopSubject[Reply] = LoopSubject(self._on_resolver_error)
         self.stream.attach(self)
+        # Where a reply is pushed: into the stream, or straight to this table while it is the
+        # stream's only observer (the Subject would only loop over it, at a call per reply).
+        self.push: Callable[[Reply], None] = self.on_next
+
+    def relay(self, observer: abc.ObserverBase[Reply]) -> Callable[[], None]:
+        """Show every reply to ``observer`` before this table settles it; what ends that."""
+        attached = self.stream.attach(observer, first=True)
+        self.push = self.stream.on_next
+
+        def detach() -> None:
+            attached.dispose()
+            if self.stream.subscribers == (self,):
+                self.push = self.on_next
+
+        return detach
 
     @property
     def pending_count(self) -> int:

@@ -28,28 +28,40 @@ class LoopSubject[T](Subject[T]):
         self,
         on_observer_error: ObserverErrorHandler,
         on_empty: Callable[[], None] | None = None,
+        on_first: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         # Read-only outside: a tuple, so that "does anyone listen?" is a truth test.
         self.subscribers: tuple[abc.ObserverBase[T], ...] = ()
         self._on_observer_error = on_observer_error
-        self._on_empty = on_empty
+        self._on_empty = on_empty  # called when the last observer leaves
+        self._on_first = on_first  # called when an observer arrives and there was none
 
-    def attach(self, observer: abc.ObserverBase[T]) -> abc.DisposableBase:
+    def attach(self, observer: abc.ObserverBase[T], first: bool = False) -> abc.DisposableBase:
         """Subscribe one of the bus's own observers directly, without the ``AutoDetachObserver``
         that ``subscribe`` wraps every observer in: the bus's observers never raise into the
-        subject nor complete it, so that layer would only cost a call per message."""
-        return self._subscribe_core(observer)
+        subject nor complete it, so that layer would only cost a call per message. ``first``
+        puts it before the others: it sees each value before they do."""
+        return self._add(observer, first)
 
     def _subscribe_core(
         self,
         observer: abc.ObserverBase[T],
         scheduler: abc.SchedulerBase | None = None,
     ) -> abc.DisposableBase:
+        return self._add(observer, False)
+
+    def _add(self, observer: abc.ObserverBase[T], first: bool) -> abc.DisposableBase:
         if self.is_stopped:
             observer.on_completed()
             return Disposable()
-        self.subscribers = (*self.subscribers, observer)
+        had_none = not self.subscribers
+        if first:
+            self.subscribers = (observer, *self.subscribers)
+        else:
+            self.subscribers = (*self.subscribers, observer)
+        if had_none and self._on_first is not None:
+            self._on_first()
         return Disposable(lambda: self._remove(observer))
 
     def _remove(self, observer: abc.ObserverBase[T]) -> None:

@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any, Literal, Self, Unpack, cast, overload
 
 import reactivex
-from reactivex import Observable, abc
+from reactivex import Observable, Observer, abc
 from reactivex.disposable import Disposable
 
 from ._address import AddressLike, TypedAddress, to_address
@@ -117,16 +117,18 @@ class EventBus:
         self._router = Router(self._on_observer_error)
         counts = Counters()
         self._replies = ReplyTable(self._bound_loop, self._on_unclaimed_failure, counts)
-        self._delivery = Delivery(
-            self._bound_loop, self._report, self._push_reply, self._replies.is_waiting, counts
-        )
+        self._delivery = Delivery(self._bound_loop, self._report, self._replies, counts)
         self._delivery.converse = self._converse
         self._codecs = CodecRegistry()
         self._pipelines: set[Pipeline] = set()
         self._counts = self._delivery.counts
         self._recent_failures: deque[HandlerFailure] = deque(maxlen=RECENT_FAILURES)
         self._interceptors: list[Interceptor] = []
-        self._tap: LoopSubject[Envelope] = LoopSubject(self._on_tap_subscriber_error)
+        # While anyone observes the bus, replies are relayed to them too (``_tap_reply``).
+        self._untap_replies: Callable[[], None] | None = None
+        self._tap: LoopSubject[Envelope] = LoopSubject(
+            self._on_tap_subscriber_error, on_empty=self._end_reply_tap, on_first=self._tap_replies
+        )
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -476,13 +478,23 @@ class EventBus:
         return message
 
     def _push_reply(self, reply: Reply) -> None:
-        if self._tap.subscribers:
-            failed = reply.error is not None
-            message = make_message(
-                reply.error if failed else reply.body, reply.reply_address, EMPTY_HEADERS
-            )
-            self._tap.on_next(Envelope("failure" if failed else "reply", message))
-        self._replies.stream.on_next(reply)
+        self._replies.push(reply)
+
+    def _tap_replies(self) -> None:
+        if self._untap_replies is None:
+            self._untap_replies = self._replies.relay(Observer(self._tap_reply))
+
+    def _end_reply_tap(self) -> None:
+        untap, self._untap_replies = self._untap_replies, None
+        if untap is not None:
+            untap()
+
+    def _tap_reply(self, reply: Reply) -> None:
+        failed = reply.error is not None
+        message = make_message(
+            reply.error if failed else reply.body, reply.reply_address, EMPTY_HEADERS
+        )
+        self._tap.on_next(Envelope("failure" if failed else "reply", message))
 
     @property
     def errors(self) -> Observable[HandlerFailure]:
