@@ -38,6 +38,10 @@ type Call = Callable[[int], Awaitable[object]]
 # bubus refuses a dispatch when 100 events are pending or its queue holds 50.
 BUBUS_PENDING = 40
 
+# TinyBus with a consumer that handles one request at a time, as the hand-written bus's does:
+# the others wait in its buffer. Reported in a row of its own.
+TINYBUS_ONE_AT_A_TIME = "TinyBus, max_concurrency=1"
+
 
 async def listener(body: int) -> None:
     pass
@@ -173,6 +177,8 @@ async def requesters(stack: AsyncExitStack, gate: asyncio.Event) -> dict[str, Ca
     handrolled.consumer("pending", direct_gated)
     bus = await stack.enter_async_context(EventBus())
     bus.consumer("pending", tinybus_gated)
+    # (max_buffered: room for every request, so that none is a sender held for room.)
+    bus.consumer("pending.one", tinybus_gated, max_concurrency=1, max_buffered=1_000_000)
     signal = blinker.Namespace().signal("pending")
     signal.connect(blinker_gated, weak=False)
     bubus_bus = bubus.EventBus()
@@ -182,6 +188,7 @@ async def requesters(stack: AsyncExitStack, gate: asyncio.Event) -> dict[str, Ca
         DIRECT: lambda n: direct_gated(n),
         HANDROLLED: lambda n: handrolled.request("pending", n),
         TINYBUS: lambda n: bus.request("pending", n),
+        TINYBUS_ONE_AT_A_TIME: lambda n: bus.request("pending.one", n),
         BLINKER: lambda n: signal.send_async(body=n),
         BUBUS: lambda n: bubus_bus.dispatch(BubusRequest(body=n)).event_result(),
     }

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import contenders as c
-from memory import FLAT_OBJECTS, FLAT_RESIDENT, SLOW, TIMEOUT, Soak
+from memory import FLAT_OBJECTS, FLAT_RESIDENT, SLOW, TIMEOUT, TINYBUS_ONE_AT_A_TIME, Soak
 
 if TYPE_CHECKING:
     from run import Result
@@ -191,10 +191,16 @@ class Report:
                 f"{measured[name]:,.0f}" if name in measured else NA for name in names
             ]
 
+        # Handlers one at a time: the hand-written bus's consumer always works that way.
+        one_at_a_time = {
+            c.HANDROLLED: beyond[c.HANDROLLED],
+            c.TINYBUS: beyond[TINYBUS_ONE_AT_A_TIME],
+        }
         rows = [
             row("bytes per registration", self.registrations),
             row("bytes per pending request", self.pending),
             row("bytes per pending request, beyond a direct await's", beyond),
+            row("the same, handlers one at a time (TinyBus: `max_concurrency=1`)", one_at_a_time),
         ]
         return table(["memory (tracemalloc)", *names], rows)
 

@@ -334,7 +334,7 @@ def total_steps(chosen: list[Scenario], settings: Settings) -> int:
         total += contenders * (1 + settings.rounds * (2 if scenario.latency else 1))
     # Memory: registrations (every contender but TinyBus inline, whose are TinyBus's), pending
     # requests, soak warm-up, soak steps and timeouts.
-    return total + len(c.CONTENDERS) - 1 + 5 + 1 + SOAK_STEPS + 1
+    return total + len(c.CONTENDERS) - 1 + 6 + 1 + SOAK_STEPS + 1
 
 
 # -- main ------------------------------------------------------------------------------------

@@ -595,8 +595,7 @@ class EventBus:
         # (_running_loop, written out: requests are the other hot path of the bus.)
         if self._closed:
             raise BusClosedError(address=routed)
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
+        if (loop := asyncio.get_running_loop()) is not self._loop:
             self._bind(loop)
         message_headers = (
             EMPTY_HEADERS
@@ -622,12 +621,12 @@ class EventBus:
             if self._interceptors or self._tap.subscribers:
                 message = self._outbound("request", message)
             message._copies = copies  # pyright: ignore[reportPrivateUsage]
-            registration = self._router.pick_consumer(routed, True)
+            consumer = self._router.pick_consumer(routed, True)
             self._counts.requested += 1
             deadline = replies.clock() + timeout
             outer = replies.watch_inline(reply_address)
             try:
-                self._delivery.enter_request(registration, message)
+                self._delivery.enter_request(consumer, message)
             finally:
                 reply = replies.unwatch_inline(outer, routed, timeout, deadline)
                 del outer  # (not kept while the request waits)
