@@ -91,6 +91,10 @@ def test_smoke_run_writes_every_table_and_the_chart(run: Any, tmp_path: Path) ->
         "bytes per registration",
         "bytes per pending request",
         "bytes per pending request, beyond a direct await's",
+        "the same, handlers one at a time (TinyBus: `max_concurrency=1`)",
     ]
     assert all(len(row) == len(header) for row in rows)
+    one_at_a_time = dict(zip(header, rows[-1], strict=True))
+    measured = {name for name, cell in one_at_a_time.items() if cell != "n/a"}
+    assert measured == {header[0], "hand-written bus", "TinyBus"}
     assert "flat" in markdown.split("## Memory", 1)[1]
