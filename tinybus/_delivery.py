@@ -116,23 +116,6 @@ def checked_reply(
     return Reply(reply_address, result, None, registration)
 
 
-async def _answer(result: Awaitable[Any], exchange: Exchange, message: Message[Any]) -> None:
-    """Run a request's handler and hand its outcome to the request's exchange."""
-    try:
-        value = await result
-    except BaseException as exc:
-        cancelled = isinstance(exc, asyncio.CancelledError)
-        if cancelled and exchange.closing:
-            raise  # cancelled by close(), whose requesters have their BusClosedError already
-        exchange.settle_error(exc, message)
-        if not isinstance(exc, Exception):
-            raise  # KeyboardInterrupt and SystemExit go on, and so does a cancellation
-        # (Cancelled by its own code or another task's, the handler failed: its requester
-        # has that answer, and the task ends cancelled.)
-    else:
-        exchange.settle_value(value)
-
-
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     """A coroutine for an awaitable that is not one (a Future, an object with ``__await__``)."""
     return await awaitable
@@ -181,9 +164,27 @@ class Exchange:
         self._reply_address: str = message.reply_address  # type: ignore[assignment]
         self.answered = False
 
-    @property
-    def closing(self) -> bool:
-        return self._delivery.closing
+    async def answer(self, result: Awaitable[Any], message: Message[Any], leaves: bool) -> None:
+        """Run the handler of ``message`` (what it returned) and settle its outcome here;
+        ``leaves``: the task leaves the running handlers itself as it ends."""
+        try:
+            value = await result
+        except BaseException as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            if cancelled and self._delivery.closing:
+                raise  # cancelled by close(), whose requesters have their BusClosedError already
+            self.settle_error(exc, message)
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt and SystemExit go on, and so does a cancellation
+            # (Cancelled by its own code or another task's, the handler failed: its requester
+            # has that answer, and the task ends cancelled.)
+        else:
+            self.settle_value(value)
+        finally:
+            if leaves:  # (see Delivery._start)
+                running = self._delivery.tasks
+                if running:
+                    running.discard(asyncio.current_task())
 
     def _first(self, what: str) -> bool:
         if self.answered:
@@ -342,11 +343,17 @@ class Delivery:
         registration: Registration,
         message: Message[Any] | None,
         answers: bool = False,
+        leaves: bool = False,
     ) -> asyncio.Task[Any] | None:
         """Run what a handler returned in a task; the task if it is still running (None when it
         finished at once). Its outcome goes where it belongs (``_settle``) when it ends: the
         task runs the handler's own coroutine, with no wrapper coroutine around it, or
-        ``_answer``'s (``answers=True``), which hands the outcome over itself."""
+        ``Exchange.answer`` (``answers=True``), which hands the outcome over itself.
+
+        A task stays in ``tasks`` (what ``drain`` and ``close`` wait for) until it is done and
+        its done callbacks have run, through one of its own. ``leaves`` (only with
+        ``answers``): nobody adds a done callback to it (no mailbox), so ``Exchange.answer``
+        takes it out in its last step, which spares a loop callback per request that waits."""
         coro: Coroutine[Any, Any, Any] = (
             awaitable  # type: ignore[assignment]  # (a coroutine; not cast(): a call)
             if type(awaitable) is _COROUTINE
@@ -367,19 +374,21 @@ class Delivery:
                 self._depth -= 1
                 self._collecting = collecting
             if task.done():
-                if not answers:  # (an _answer has handed its outcome over already)
+                if not answers:  # (an answer has been handed over already)
                     self._settle(registration, message, task)
                 return None
+            self.tasks.add(task)
         else:
             # Deliberately not loop.create_task: an eager task factory installed on the loop
             # would start it eagerly again, and the depth would have no bound.
             task = asyncio.Task(coro, loop=loop)
-        self.tasks.add(task)
-        if answers:
-            # Only to be forgotten: no partial and no context copy per pending request.
-            task.add_done_callback(self._forget_task, context=self._bare_context)
-        else:
+            self.tasks.add(task)
+            leaves = False  # cancelled before it starts, it never runs Exchange.answer
+        if not answers:
             task.add_done_callback(partial(self._finished, registration, message))
+        elif not leaves:
+            # Only to be forgotten: no partial and no context copy per request.
+            task.add_done_callback(self._forget_task, context=self._bare_context)
         if collect and self._collecting is not None:
             self._collecting.waits.append(task)
         return task
@@ -801,9 +810,10 @@ class Delivery:
         if type(result) is _COROUTINE or is_awaitable(result):
             # Answered from inside the task, not by its done callback (scheduled one loop
             # iteration later): a handler that suspends has its requester resumed sooner.
-            return self._start(
-                _answer(result, exchange, message), collect, registration, None, True
-            )
+            # A mailbox watches its tasks end (to start the next): they stay in tasks till then.
+            leaves = registration._mailbox is None  # pyright: ignore[reportPrivateUsage]
+            answering = exchange.answer(result, message, leaves)
+            return self._start(answering, collect, registration, None, True, leaves)
         exchange.settle_value(result)
         return None
 
