@@ -130,9 +130,8 @@ class ReplyTable(abc.ObserverBase[Reply]):
         self, reply_address: str, address: str, timeout: float, deadline: float
     ) -> PendingRequest:
         """Wait for the reply at ``reply_address`` until ``deadline`` (on the loop's clock)."""
-        pending = PendingRequest(
-            reply_address, address, self._get_loop().create_future(), timeout, deadline
-        )
+        future = asyncio.get_running_loop().create_future()
+        pending = PendingRequest(reply_address, address, future, timeout, deadline)
         self._pending[reply_address] = pending
         return pending
 
@@ -186,15 +185,10 @@ class ReplyTable(abc.ObserverBase[Reply]):
         if caught is None:
             return None
         if self.clock() >= deadline:
+            self._count(caught, -1)  # (counted by on_next) it does not reach the requester
             self._drop_late(caught)
             timed_out = HandlerTimeoutError(address, timeout)
             return Reply(caught.reply_address, None, timed_out, caught.source)
-        if caught.error is None:  # (``_count``, without its call: most requests come here)
-            self._counts.replied += 1
-            if caught.source is not None:
-                caught.source.replied += 1
-        else:
-            self._count(caught)
         return caught
 
     def abandon(self, reply_address: str) -> None:
@@ -223,26 +217,34 @@ class ReplyTable(abc.ObserverBase[Reply]):
         """Settle the future of the request ``value`` answers."""
         reply = value
         self.last_claimed = True
+        error = reply.error
         if reply.reply_address == self._inline_address and self._inline_reply is None:
             self._inline_reply = reply  # answered while being sent: see watch_inline
-            return
-        # (Left in the table until its requester forgets it: see ``abandon``.)
-        pending = self._pending.get(reply.reply_address)
-        if pending is not None and self.clock() >= pending.deadline:
-            # Past its deadline, the timer just has not run yet (a busy loop): a timeout never
-            # comes late, so this reply is the late one.
-            self._time_out(pending)
-        if pending is None or pending.future.done():
-            self.last_claimed = False
-            # The requester timed out, was cancelled, or the bus closed: the reply is late.
-            self._drop_late(reply)
-            return
-        self._count(reply)
-        pending.outcome = reply
-        if reply.error is None:
-            pending.future.set_result(reply)
         else:
-            pending.future.set_exception(reply.error)
+            # (Left in the table until its requester forgets it: see ``abandon``.)
+            pending = self._pending.get(reply.reply_address)
+            if pending is not None and self.clock() >= pending.deadline:
+                # Past its deadline, the timer just has not run yet (a busy loop): a timeout
+                # never comes late, so this reply is the late one.
+                self._time_out(pending)
+            if pending is None or pending.future.done():
+                self.last_claimed = False
+                # The requester timed out, was cancelled, or the bus closed: the reply is late.
+                self._drop_late(reply)
+                return
+            pending.outcome = reply
+            if error is None:
+                pending.future.set_result(reply)
+            else:
+                pending.future.set_exception(error)
+        # Claimed: it reaches its requester, and is counted here (``_count``, its most common
+        # case without the call).
+        if error is None:
+            self._counts.replied += 1
+            if reply.source is not None:
+                reply.source.replied += 1
+        else:
+            self._count(reply)
 
     def _drop_late(self, reply: Reply) -> None:
         if reply.error is not None and not reply.counted:  # (counted: reported already)
