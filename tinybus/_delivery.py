@@ -468,7 +468,9 @@ class Delivery:
         same loop as in ``EventBus.publish``), then wait for the started handlers and the room
         waited for; then raise the first refusal."""
         for registration in inline:
-            awaitable, message = self.call_inline(registration, message, body, address)
+            awaitable, message, refused = self.call_inline(registration, message, body, address)
+            if refused is not None and refusal is None:
+                refusal = refused
             if awaitable is not None:
                 try:
                     await awaitable
@@ -489,11 +491,12 @@ class Delivery:
 
     def call_inline(
         self, registration: Registration, message: Message[Any] | None, body: Any, address: str
-    ) -> tuple[Awaitable[Any] | None, Message[Any] | None]:
+    ) -> tuple[Awaitable[Any] | None, Message[Any] | None, BaseException | None]:
         """Call an inline handler, at its turn: what to await (None when there is nothing),
-        and the message, made if it was needed (``message`` is None until then)."""
+        the message, made if it was needed (``message`` is None until then), and a refusal
+        (``BufferFullError``: paused since, its buffer full), which the caller raises last."""
         if not registration._registered:  # pyright: ignore[reportPrivateUsage]
-            return None, message  # unregistered by a handler called before it
+            return None, message, None  # unregistered by a handler called before it
         if self.closing:
             # close() ended its grace period while the turns before this one ran: like what
             # waits in a buffer then, the message is dropped and reported.
@@ -501,13 +504,16 @@ class Delivery:
                 message = make_message(body, address, EMPTY_HEADERS)
             self.counts.dropped += 1
             self.report_failure(registration, message, MessageDroppedError(registration, "closed"))
-            return None, message
+            return None, message, None
         if registration._mailbox is not None:  # pyright: ignore[reportPrivateUsage]
             # Paused since (maybe by the handler before it, for this very message).
             if message is None:
                 message = make_message(body, address, EMPTY_HEADERS)
             entered = self.collect(partial(self.enter_event, registration), message, True)
-            return (None if entered is None else self.wait(entered)), message
+            if entered is None:
+                return None, message, None
+            started = self.finish(entered.inline, entered.waits, None, message, body, address)
+            return started, message, entered.refusal
         registration.delivered += 1
         self.counts.delivered += 1
         try:
@@ -525,10 +531,10 @@ class Delivery:
             if message is None:
                 message = make_message(body, address, EMPTY_HEADERS)
             self.report_failure(registration, message, exc)
-            return None, message
+            return None, message, None
         if type(result) is _COROUTINE or is_awaitable(result):
-            return result, message
-        return None, message
+            return result, message, None
+        return None, message, None
 
     def inline_failed(
         self,

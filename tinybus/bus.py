@@ -767,9 +767,11 @@ class EventBus:
                             waits, refusal, message = unfinished
                     # (Delivery.finish's loop, here to save a coroutine per publish.)
                     for registration in inline:
-                        awaitable, message = delivery.call_inline(
+                        awaitable, message, refused = delivery.call_inline(
                             registration, message, body, routed
                         )
+                        if refused is not None and refusal is None:
+                            refusal = refused
                         if awaitable is not None:
                             try:
                                 await awaitable
