@@ -1312,9 +1312,15 @@ class BusMachine(RuleBasedStateMachine):
         model = self.m
         reg = model.regs[index % len(model.regs)]
         handle = self.handles[reg.rid]
-        if action == "pause" and reg.inline and reg.registered and model.in_turns(reg):
-            if model.closed and not model.finished:
-                return  # (see Model.at_risk)
+        if (
+            action == "pause"
+            and reg.inline
+            and reg.registered
+            and model.in_turns(reg)
+            and model.closed
+            and not model.finished
+        ):
+            return  # (see Model.at_risk)
         if action == "pause":
             self._do(handle.pause)
             self.m.pause(reg)
@@ -1940,6 +1946,7 @@ def test_a_full_buffer_met_at_an_inline_turn_is_raised_to_the_publisher() -> Non
     waits at the turn before it: its full buffer is the publisher's ``BufferFullError``, raised
     after every turn, as a refusal on the general path is; not a failure of the listener.
     Found by the machine; fixed since."""
+
     async def scenario() -> None:
         async with EventBus() as bus:
             failures: list[HandlerFailure] = []
