@@ -938,3 +938,33 @@ async def test_publish_nowait_under_block_never_loses_messages(bus: EventBus) ->
     assert handled == list(range(1000))
     assert registration.queued == 0
     assert registration.dropped == 0
+
+
+def test_resume_between_runs_of_the_loop_starts_what_waits_on_the_bus_loop() -> None:
+    """``resume()`` called by synchronous code while the bus's loop is open but not running
+    (between ``run_until_complete`` calls): the buffered message is started on the bus's loop
+    and handled when it runs again; nothing is lost and nothing raises."""
+    loop = asyncio.new_event_loop()
+    handled: list[int] = []
+    try:
+        bus = EventBus(close_timeout=0.1)
+
+        async def handler(body: int) -> None:
+            await asyncio.sleep(0)
+            handled.append(body)
+
+        registration = bus.on("paused", handler)
+
+        async def publish_while_paused() -> None:
+            registration.pause()
+            await bus.publish("paused", 1)
+            assert registration.queued == 1
+
+        loop.run_until_complete(publish_while_paused())
+        registration.resume()  # no loop running here
+        loop.run_until_complete(asyncio.wait_for(bus.drain(), 5))
+        assert handled == [1]
+        assert (registration.delivered, registration.queued, registration.failed) == (1, 0, 0)
+        loop.run_until_complete(bus.close())
+    finally:
+        loop.close()

@@ -1017,3 +1017,30 @@ async def test_a_threadsafe_publish_overtaken_by_close_is_logged(
     [record] = [r for r in caplog.records if r.name == "tinybus"]
     assert record.exc_info is not None
     assert isinstance(record.exc_info[1], BusClosedError)
+
+
+@pytest.mark.parametrize("observed", [False, True])
+async def test_a_late_failure_after_close_is_reported_whether_or_not_observe_all_has_subscribers(
+    caplog: pytest.LogCaptureFixture, observed: bool
+) -> None:
+    """A consumer fails, after ``close()``, a conversation's message that awaited its answer:
+    nobody waits for it any more, and the failure is the consumer's, logged on ``tinybus``,
+    also when ``observe_all()`` still had a subscriber when the bus closed."""
+    bus = EventBus(close_timeout=0.1)
+    if observed:
+        bus.observe_all().subscribe(lambda envelope: None)
+    awaiting_answer: asyncio.Future[Message[Any]] = asyncio.get_running_loop().create_future()
+
+    async def talk(message: Message[str]) -> None:
+        awaiting_answer.set_result(await message.reply_and_request("and you?", timeout=60))
+
+    bus.consumer("talk", talk)
+    reply = await bus.request("talk", "hello", full=True)
+    requester = asyncio.ensure_future(reply.reply_and_request("fine, and you?", timeout=60))
+    consumer_side = await asyncio.wait_for(awaiting_answer, 5)
+    await bus.close()
+    with pytest.raises(BusClosedError):
+        await requester
+    with caplog.at_level(logging.ERROR, logger="tinybus"):
+        consumer_side.fail(7, "too late")
+    assert any("raised ReplyFailedError" in record.getMessage() for record in caplog.records)

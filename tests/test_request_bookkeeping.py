@@ -167,3 +167,73 @@ async def test_a_request_leaves_nothing_for_the_cycle_collector(garbage: list[ob
         gc.collect()
         of_the_bus = [item for item in garbage if type(item).__module__.startswith("tinybus")]
         assert of_the_bus == []
+
+
+class _Clock:
+    """A virtual clock for a loop object (not its class), as ``aiotools.VirtualClock`` or
+    ``mock.patch.object(loop, "time")`` patch one: the loop's selector moves it to the next
+    timer instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def loop_with_a_patched_clock() -> asyncio.AbstractEventLoop:
+    from .clock import _VirtualSelector
+
+    selector = _VirtualSelector()
+    loop = asyncio.SelectorEventLoop(selector)
+    clock = _Clock()
+    setattr(loop, "time", clock.time)  # noqa: B010  (on the object: its class keeps asyncio's)
+    selector.loop = clock  # type: ignore[assignment]  # (it only calls advance)
+    return loop
+
+
+def test_timeouts_follow_a_clock_patched_on_the_loop_object() -> None:
+    """The deadlines of requests and of a conversation's legs are on the loop's clock, also
+    when the loop object's ``time`` is patched (its class still has asyncio's): a request times
+    out at exactly its deadline, a reply one second before it is in time, and so is an answer
+    to ``reply_and_request`` one second before that leg's deadline."""
+
+    async def scenario() -> tuple[float, object, tuple[object, float], int]:
+        loop = asyncio.get_running_loop()
+        async with EventBus(close_timeout=0.1) as bus:
+            conversed: asyncio.Future[tuple[object, float]] = loop.create_future()
+
+            async def never_answers(message: Message[int]) -> None:
+                await asyncio.Event().wait()
+
+            async def answers_after(message: Message[float]) -> str:
+                await asyncio.sleep(message.body)
+                return "in time"
+
+            async def converses(message: Message[str]) -> None:
+                answer = await message.reply_and_request("and you?", timeout=5.0)
+                conversed.set_result((answer.body, loop.time()))
+
+            bus.consumer("silent", never_answers)
+            bus.consumer("slow", answers_after)
+            bus.consumer("talk", converses)
+            with pytest.raises(HandlerTimeoutError):
+                await bus.request("silent", 0, timeout=5.0)
+            timed_out_at = loop.time()
+            in_time = await bus.request("slow", 4.0, timeout=5.0)
+            reply = await bus.request("talk", "hello", full=True, timeout=5.0)
+            asked_at = loop.time()
+            await asyncio.sleep(4.0)
+            reply.reply("fine")
+            body, answered_at = await asyncio.wait_for(conversed, 60.0)
+            return timed_out_at, in_time, (body, answered_at - asked_at), bus.stats().totals.failed
+
+    with asyncio.Runner(loop_factory=loop_with_a_patched_clock) as runner:
+        timed_out_at, in_time, conversation, failed = runner.run(scenario())
+    assert timed_out_at == 5.0
+    assert in_time == "in time"
+    assert conversation == ("fine", 4.0)
+    assert failed == 0

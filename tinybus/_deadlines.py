@@ -25,9 +25,10 @@ COMPACT_FROM = 32
 
 
 def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
-    """The loop's clock: ``time.monotonic`` itself when that is all ``loop.time`` does (as in
-    asyncio's own loops), which spares a Python call per reading; else ``loop.time``."""
-    if getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time:
+    """The loop's clock, as the loop has it now: ``time.monotonic`` itself when that is all
+    ``loop.time`` does (asyncio's own loops, neither their class nor the loop patched), which
+    spares a Python call per reading; else ``loop.time``."""
+    if getattr(loop.time, "__func__", None) is asyncio.BaseEventLoop.time:
         return time.monotonic
     return loop.time
 

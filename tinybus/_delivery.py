@@ -317,6 +317,7 @@ class Delivery:
         counts: Counters,
     ) -> None:
         self._get_loop = get_loop
+        self.loop: asyncio.AbstractEventLoop | None = None  # the bus's, set when it binds
         self._report = report
         self.replies = replies  # where replies go (``replies.push``)
         self._requester_waiting = replies.is_waiting
@@ -359,7 +360,8 @@ class Delivery:
             if type(awaitable) is _COROUTINE
             else _awaited(awaitable)
         )
-        loop = asyncio.get_running_loop()
+        # The bus's loop, running or not (resume() may be called between runs of the loop).
+        loop = self.loop or self._get_loop()
         if self._depth < MAX_EAGER_DEPTH:
             self._depth += 1
             # The handler's first step runs inside this call; what it sends is its own, not

@@ -117,8 +117,8 @@ class ReplyTable(abc.ObserverBase[Reply]):
 
         def detach() -> None:
             attached.dispose()
-            if self.stream.subscribers == (self,):
-                self.push = self.on_next
+            if all(subscriber is self for subscriber in self.stream.subscribers):
+                self.push = self.on_next  # (also once the stream completed: nobody else)
 
         return detach
 

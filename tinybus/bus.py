@@ -164,6 +164,7 @@ class EventBus:
             for pipeline in self._pipelines:
                 pipeline.stop(ending=False)
         self._loop = loop
+        self._delivery.loop = loop
         self._replies.clock = loop_clock(loop)
         # Pipelines registered before there was a loop (or on the old one) start now, and
         # messages left waiting by the old loop are handled on this one.
@@ -679,10 +680,11 @@ class EventBus:
         source: Registration | None,
     ) -> Message[Any]:
         """Answer at ``reply_address`` and wait for the answer to that answer."""
-        loop = self._running_loop(reply_address)
+        self._running_loop(reply_address)
         timeout = self._default_timeout if timeout is None else check_timeout(timeout)
         next_address = REPLY_PREFIX + new_message_id()
-        pending = self._replies.expect(next_address, reply_address, timeout, loop.time() + timeout)
+        deadline = self._replies.clock() + timeout
+        pending = self._replies.expect(next_address, reply_address, timeout, deadline)
         self._replies.arm(pending)
         try:
             self._push_reply(
@@ -1112,7 +1114,8 @@ class EventBus:
                 registration._ended()  # pyright: ignore[reportPrivateUsage]
         self._router.complete()
         self._replies.complete()
-        self._tap.on_completed()
+        self._tap.on_completed()  # (which does not call on_empty: the relay ends here)
+        self._end_reply_tap()
         self._errors.on_completed()
 
     async def __aenter__(self) -> Self:
