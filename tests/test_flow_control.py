@@ -968,3 +968,31 @@ def test_resume_between_runs_of_the_loop_starts_what_waits_on_the_bus_loop() -> 
         loop.run_until_complete(bus.close())
     finally:
         loop.close()
+
+
+def test_resume_on_a_new_loop_after_the_old_one_closed_starts_what_waits_there() -> None:
+    """A message buffered while paused on one ``asyncio.run``; ``resume()`` called in a later
+    ``asyncio.run``, before any other call to the bus: the bus moves to the new loop and the
+    message is handled there."""
+    handled: list[int] = []
+    bus = EventBus(close_timeout=0.1)
+
+    async def handler(body: int) -> None:
+        await asyncio.sleep(0)
+        handled.append(body)
+
+    registration = bus.on("paused", handler)
+
+    async def publish_while_paused() -> None:
+        registration.pause()
+        await bus.publish("paused", 1)
+
+    async def resume_later() -> None:
+        registration.resume()
+        await asyncio.wait_for(bus.drain(), 5)
+        await bus.close()
+
+    asyncio.run(publish_while_paused())
+    asyncio.run(resume_later())
+    assert handled == [1]
+    assert (registration.delivered, registration.queued, registration.failed) == (1, 0, 0)

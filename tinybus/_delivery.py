@@ -626,6 +626,9 @@ class Delivery:
             return None
         return waits or (), refusal, message
 
+    def bound_loop(self) -> asyncio.AbstractEventLoop:
+        return self._get_loop()
+
     def hold_caller(self) -> asyncio.Future[None] | None:
         collecting = self._collecting
         if collecting is None or not collecting.can_wait:

@@ -58,6 +58,10 @@ class Outlet(Protocol):
         """A future the current sender awaits before returning; None when nobody can wait."""
         ...
 
+    def bound_loop(self) -> asyncio.AbstractEventLoop:
+        """The bus's loop (bound to the running one first, if its own has closed)."""
+        ...
+
 
 class Mailbox:
     __slots__ = (
@@ -223,6 +227,9 @@ class Mailbox:
 
     def resume(self) -> None:
         self.paused = False
+        # Called by the user's code, not through a bus call: the bus's loop may have closed
+        # since, and what starts now belongs on the running one.
+        self.outlet.bound_loop()
         self.pump()
 
     def discard_all(self, reason: str) -> None:
