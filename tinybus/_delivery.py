@@ -214,9 +214,13 @@ class Exchange:
         """The handler returned ``value``."""
         if not self.answered:  # (``_first`` and ``_push_value``, without their calls: every
             self.answered = True  # request comes here)
-            self._delivery.replies.push(
-                checked_reply(self._registration, self._reply_address, self._address, value)
-            )
+            registration = self._registration
+            returns = registration._types.returns  # pyright: ignore[reportPrivateUsage]
+            if returns is None or type(value) is returns.exact:  # (checked_reply's first test)
+                reply = Reply(self._reply_address, value, None, registration)
+            else:
+                reply = checked_reply(registration, self._reply_address, self._address, value)
+            self._delivery.replies.push(reply)
         else:
             logger.debug("ignored the return value for %r: already answered", self._address)
 
