@@ -940,32 +940,48 @@ async def test_publish_nowait_under_block_never_loses_messages(bus: EventBus) ->
     assert registration.dropped == 0
 
 
+@dataclass
+class PausedListener:
+    """A listener paused with one message waiting, published by ``publish_while_paused()``."""
+
+    bus: EventBus
+    registration: Registration
+    handled: list[int]
+
+    async def publish_while_paused(self) -> None:
+        self.registration.pause()
+        await self.bus.publish("paused", 1)
+        assert self.registration.queued == 1
+
+    def assert_handled_once(self) -> None:
+        assert self.handled == [1]
+        registration = self.registration
+        assert (registration.delivered, registration.queued, registration.failed) == (1, 0, 0)
+
+
+def paused_listener() -> PausedListener:
+    bus = EventBus(close_timeout=0.1)
+    handled: list[int] = []
+
+    async def handler(body: int) -> None:
+        await asyncio.sleep(0)
+        handled.append(body)
+
+    return PausedListener(bus, bus.on("paused", handler), handled)
+
+
 def test_resume_between_runs_of_the_loop_starts_what_waits_on_the_bus_loop() -> None:
     """``resume()`` called by synchronous code while the bus's loop is open but not running
     (between ``run_until_complete`` calls): the buffered message is started on the bus's loop
     and handled when it runs again; nothing is lost and nothing raises."""
     loop = asyncio.new_event_loop()
-    handled: list[int] = []
     try:
-        bus = EventBus(close_timeout=0.1)
-
-        async def handler(body: int) -> None:
-            await asyncio.sleep(0)
-            handled.append(body)
-
-        registration = bus.on("paused", handler)
-
-        async def publish_while_paused() -> None:
-            registration.pause()
-            await bus.publish("paused", 1)
-            assert registration.queued == 1
-
-        loop.run_until_complete(publish_while_paused())
-        registration.resume()  # no loop running here
-        loop.run_until_complete(asyncio.wait_for(bus.drain(), 5))
-        assert handled == [1]
-        assert (registration.delivered, registration.queued, registration.failed) == (1, 0, 0)
-        loop.run_until_complete(bus.close())
+        paused = paused_listener()
+        loop.run_until_complete(paused.publish_while_paused())
+        paused.registration.resume()  # no loop running here
+        loop.run_until_complete(asyncio.wait_for(paused.bus.drain(), 5))
+        paused.assert_handled_once()
+        loop.run_until_complete(paused.bus.close())
     finally:
         loop.close()
 
@@ -974,25 +990,13 @@ def test_resume_on_a_new_loop_after_the_old_one_closed_starts_what_waits_there()
     """A message buffered while paused on one ``asyncio.run``; ``resume()`` called in a later
     ``asyncio.run``, before any other call to the bus: the bus moves to the new loop and the
     message is handled there."""
-    handled: list[int] = []
-    bus = EventBus(close_timeout=0.1)
-
-    async def handler(body: int) -> None:
-        await asyncio.sleep(0)
-        handled.append(body)
-
-    registration = bus.on("paused", handler)
-
-    async def publish_while_paused() -> None:
-        registration.pause()
-        await bus.publish("paused", 1)
+    paused = paused_listener()
 
     async def resume_later() -> None:
-        registration.resume()
-        await asyncio.wait_for(bus.drain(), 5)
-        await bus.close()
+        paused.registration.resume()
+        await asyncio.wait_for(paused.bus.drain(), 5)
+        await paused.bus.close()
 
-    asyncio.run(publish_while_paused())
+    asyncio.run(paused.publish_while_paused())
     asyncio.run(resume_later())
-    assert handled == [1]
-    assert (registration.delivered, registration.queued, registration.failed) == (1, 0, 0)
+    paused.assert_handled_once()
