@@ -182,9 +182,10 @@ class Exchange:
             self.settle_value(value)
         finally:
             if leaves:  # (see Delivery._start)
-                running = self._delivery.tasks
-                if running:
-                    running.discard(asyncio.current_task())
+                delivery = self._delivery
+                if delivery.tasks:
+                    # (Given the loop: no error when a task the loop left pending is destroyed.)
+                    delivery.tasks.discard(asyncio.current_task(delivery.loop))
 
     def _first(self, what: str) -> bool:
         if self.answered:
