@@ -75,7 +75,7 @@ class Deadlines[W: Waiting]:
             return
         lane = self._lanes.get(item.timeout)
         if lane is None:
-            lane = self._lanes[item.timeout] = Lane[W](item.timeout)
+            lane = self._lanes[item.timeout] = Lane(item.timeout)
         entries = lane.entries
         if entries and entries[-1].deadline > deadline:
             # Made earlier but added later: a request whose handler, in its first step, made
