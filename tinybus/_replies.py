@@ -1,9 +1,12 @@
 """The correlated reply stream: replies pushed by handlers, resolved into requesters' futures.
 
 A request registers a ``PendingRequest`` under its reply address. Handlers' outcomes are
-pushed into ``stream`` (a ``LoopSubject``); its one subscriber looks the reply address up in a
-dict and settles the future. That is the whole per-request cost: no operator chain per
-request, and no timer at all for a reply that arrives while the request is being made.
+pushed (``ReplyTable.push``) into ``stream`` (a ``LoopSubject``), whose subscriber, the table,
+looks the reply address up in a dict and settles the future; while the table is the stream's
+only subscriber, ``push`` hands it the reply directly, and while ``observe_all()`` has
+subscribers a relay subscribed first shows them every reply. That is the whole per-request
+cost: no operator chain per request, and no timer at all for a reply that arrives while the
+request is being made.
 
 A request whose handler has not replied by the end of the call waits in ``Deadlines``: one
 timer per distinct timeout, not one per request (see ``_deadlines``).
