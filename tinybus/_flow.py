@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import BufferFullError, MessageDroppedError
-from .stats import Counters
 
 if TYPE_CHECKING:
-    from .registration import Registration
+    from ._endpoint import Endpoint
+    from ._tasks import Tasks
 
 type Overflow = Literal["block", "drop_oldest", "drop_newest", "error"]
 OVERFLOW_POLICIES: tuple[Overflow, ...] = ("block", "drop_oldest", "drop_newest", "error")
@@ -35,60 +35,34 @@ OVERFLOW_POLICIES: tuple[Overflow, ...] = ("block", "drop_oldest", "drop_newest"
 type Blocked = tuple[Any, asyncio.Future[None] | None, asyncio.Task[Any] | None, int]
 
 
-class Outlet(Protocol):
-    """What a mailbox needs from delivery."""
-
-    counts: Counters
-    mailboxes: set[Mailbox]
-    closing: bool  # close() is cancelling the running handlers
-
-    def dispatch(
-        self, registration: Registration, item: Any, collect: bool
-    ) -> asyncio.Future[None] | None: ...
-
-    def discard(self, registration: Registration, item: Any, error: MessageDroppedError) -> None:
-        """Fail the requester of a dropped request, or report a dropped event."""
-        ...
-
-    def refuse(self, registration: Registration, item: Any, error: BufferFullError) -> None:
-        """Give a refused item's sender its error."""
-        ...
-
-    def hold_caller(self) -> asyncio.Future[None] | None:
-        """A future the current sender awaits before returning; None when nobody can wait."""
-        ...
-
-    def bound_loop(self) -> asyncio.AbstractEventLoop:
-        """The bus's loop (bound to the running one first, if its own has closed)."""
-        ...
-
-
 class Mailbox:
+    """One registration's buffer, concurrency limit and overflow policy (see the module)."""
+
     __slots__ = (
         "_on_done",
         "_pumping",
         "blocked",
         "buffer",
         "dropped",
+        "endpoint",
         "limit",
         "max_buffered",
-        "outlet",
         "overflow",
         "paused",
-        "registration",
         "running",
+        "tasks",
     )
 
     def __init__(
         self,
-        registration: Registration,
-        outlet: Outlet,
+        endpoint: Endpoint,
+        tasks: Tasks,
         limit: int | None,
         max_buffered: int,
         overflow: Overflow,
     ) -> None:
-        self.registration = registration
-        self.outlet = outlet
+        self.endpoint = endpoint
+        self.tasks = tasks
         self.limit = limit
         self.max_buffered = max_buffered
         self.overflow: Overflow = overflow
@@ -99,7 +73,7 @@ class Mailbox:
         self.dropped = 0
         self.paused = False
         self._pumping = False
-        self._on_done: Callable[[asyncio.Future[None]], None] = self._finished
+        self._on_done: Callable[[asyncio.Task[Any]], None] = self._finished
 
     @property
     def queued(self) -> int:
@@ -108,7 +82,7 @@ class Mailbox:
     def offer(self, item: Any) -> None:
         if not self.paused and self._has_slot():
             if not self.buffer and not self.blocked:
-                self._start(item, collect=True)
+                self._start(item)  # (the caller under way waits for it)
                 return
             self.pump()  # a slot freed without the buffer moving on: catch up first
         if len(self.buffer) < self.max_buffered:
@@ -118,7 +92,7 @@ class Mailbox:
             return
         overflow = self.overflow
         if overflow == "block":
-            waiter = self.outlet.hold_caller()
+            waiter = self._hold_caller()
             sender = None if waiter is None else asyncio.current_task()
             entry = (item, waiter, sender, 0 if sender is None else sender.cancelling())
             self.blocked.append(entry)
@@ -133,8 +107,17 @@ class Mailbox:
             self._drop(item)  # no buffer (max_buffered=0): the new item is the oldest waiting
         else:
             self.dropped += 1
-            self.outlet.counts.dropped += 1
-            self.outlet.refuse(self.registration, item, BufferFullError(self.registration))
+            self.endpoint.counts.dropped += 1
+            self.endpoint.refuse(item, BufferFullError(self.endpoint))
+
+    def _hold_caller(self) -> asyncio.Future[None] | None:
+        """A future the caller under way awaits before it returns; None when nobody waits."""
+        collecting = self.tasks.collecting
+        if collecting is None or not collecting.can_wait:
+            return None
+        waiter: asyncio.Future[None] = self.tasks.bound_loop().create_future()
+        collecting.waits.append(waiter)
+        return waiter
 
     def _withdraw_if_cancelled(self, entry: Blocked) -> None:
         """A held sender was cancelled: its item leaves with it, like a cancelled Queue.put."""
@@ -152,13 +135,13 @@ class Mailbox:
 
     def _drop(self, item: Any) -> None:
         self.dropped += 1
-        self.outlet.counts.dropped += 1
-        self.outlet.discard(self.registration, item, MessageDroppedError(self.registration))
+        self.endpoint.counts.dropped += 1
+        self.endpoint.discard(item, MessageDroppedError(self.endpoint))
 
-    def _start(self, item: Any, collect: bool) -> None:
+    def _start(self, item: Any) -> None:
         self.running += 1
         try:
-            task = self.outlet.dispatch(self.registration, item, collect)
+            task = self.endpoint.start(item)
         except BaseException:
             self.running -= 1
             raise
@@ -170,9 +153,10 @@ class Mailbox:
         if self.buffer and not self._pumping:
             self.pump()
 
-    def _finished(self, task: asyncio.Future[None]) -> None:
+    def _finished(self, task: asyncio.Task[Any]) -> None:
         self.running -= 1
-        if task.cancelled() and self.outlet.closing:
+        self.tasks.ended(task)
+        if task.cancelled() and self.tasks.closing:
             # Cancelled by close(): what waits is close()'s to drop and report. (Cancelled by
             # other code, the handler failed, and the next one starts.)
             return
@@ -183,12 +167,15 @@ class Mailbox:
         if self._pumping:
             return
         self._pumping = True
+        tasks = self.tasks
+        # What starts now waited for earlier senders: the caller under way does not wait.
+        collecting, tasks.collecting = tasks.collecting, None
         try:
             while True:
                 self._admit_blocked()
                 if self.paused or not self.buffer or not self._has_slot():
                     break
-                self._start(self.buffer.popleft(), collect=False)
+                self._start(self.buffer.popleft())
         except BaseException:  # KeyboardInterrupt or SystemExit out of a handler
             if self.buffer or self.blocked:
                 # It goes on first; what waits behind it is not stranded.
@@ -196,6 +183,7 @@ class Mailbox:
             raise
         finally:
             self._pumping = False
+            tasks.collecting = collecting
         self._retire_if_done()
 
     def _admit_blocked(self) -> None:
@@ -214,8 +202,8 @@ class Mailbox:
 
     def _retire_if_done(self) -> None:
         """An ended registration's mailbox leaves delivery once nothing waits in it."""
-        if not self.registration.is_registered and not self.queued:
-            self.outlet.mailboxes.discard(self)
+        if not self.endpoint.registered and not self.queued:
+            self.tasks.mailboxes.discard(self)
 
     def reset(self) -> None:
         """Forget the handlings and waiting senders of a loop that is gone; keep the items."""
@@ -229,7 +217,7 @@ class Mailbox:
         self.paused = False
         # Called by the user's code, not through a bus call: the bus's loop may have closed
         # since, and what starts now belongs on the running one.
-        self.outlet.bound_loop()
+        self.tasks.bound_loop()
         self.pump()
 
     def discard_all(self, reason: str) -> None:
@@ -245,8 +233,6 @@ class Mailbox:
         self.blocked.clear()
         for item in items:
             self.dropped += 1
-            self.outlet.counts.dropped += 1
-            self.outlet.discard(
-                self.registration, item, MessageDroppedError(self.registration, reason)
-            )
+            self.endpoint.counts.dropped += 1
+            self.endpoint.discard(item, MessageDroppedError(self.endpoint, reason))
         self._retire_if_done()

@@ -16,8 +16,9 @@ subscription would only fail again.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 
 from reactivex import Observable, abc
 
@@ -26,33 +27,42 @@ from ._subject import LoopSubject
 from .errors import MessageRejectedError
 from .message import Message
 
-if TYPE_CHECKING:
-    from .registration import Registration
-
 type OnPipeError = Literal["resubscribe", "unregister"]
 type Operator = Callable[[Observable[Any]], Observable[Any]]
 
 
 class _Outlet(abc.ObserverBase[Any]):
+    """Where the operators' output arrives. An operator given a scheduler of its own (a
+    thread's, say ``ops.delay(1, scheduler=TimeoutScheduler())``) emits on another thread:
+    what it emits is handed back to the bus's loop, where handlers run."""
+
     __slots__ = ("_pipeline",)
 
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
 
     def on_next(self, value: Any) -> None:
-        self._pipeline.emit(value)
+        pipeline = self._pipeline
+        if pipeline.on_loop(pipeline.emit, value):
+            pipeline.emit(value)
 
     def on_error(self, error: Exception) -> None:
-        self._pipeline.fail(error)
+        pipeline = self._pipeline
+        if pipeline.on_loop(pipeline.fail, error):
+            pipeline.fail(error)
 
     def on_completed(self) -> None:
-        self._pipeline.complete()
+        pipeline = self._pipeline
+        if pipeline.on_loop(pipeline.complete):
+            pipeline.complete()
 
 
 class Pipeline:
+    """A registration's operators, subscribed over a source Subject of its own."""
+
     def __init__(
         self,
-        registration: Registration,
+        handler: object,
         operators: Sequence[Operator],
         scheduler: BusScheduler,
         admit: Callable[[Any], None],
@@ -60,7 +70,7 @@ class Pipeline:
         end: Callable[[bool], None],
         on_error: OnPipeError,
     ) -> None:
-        self.registration = registration
+        self.handler = handler  # (named when a request does not come out)
         self._scheduler = scheduler
         self._admit = admit
         self._report = report
@@ -124,7 +134,18 @@ class Pipeline:
         error, self._error = self._error, None
         if error is not None:
             return error
-        return MessageRejectedError(message.address, self.registration.handler)
+        return MessageRejectedError(message.address, self.handler)
+
+    def on_loop(self, then: Callable[..., None], *args: Any) -> bool:
+        """Whether this runs on the bus's loop; if not, ``then(*args)`` is called there."""
+        loop = self._scheduler.loop()
+        try:
+            if asyncio.get_running_loop() is loop:
+                return True
+        except RuntimeError:  # another thread's: no loop runs there
+            pass
+        loop.call_soon_threadsafe(then, *args)
+        return False
 
     def emit(self, value: Any) -> None:
         awaiting = self._awaiting

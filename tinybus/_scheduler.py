@@ -88,6 +88,10 @@ class BusScheduler(AsyncIOScheduler):
         # Counts pushes and timer firings: orders "moved" against "fired" (see the docstring).
         self.moves = 0
 
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The bus's loop, where every timer is set."""
+        return self._get_loop()
+
     @property
     def timer_count(self) -> int:
         """Timers set and not yet fired or cancelled."""

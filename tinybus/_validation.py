@@ -3,7 +3,8 @@
 A handler's signature is read once, at registration (``inspect.signature`` with the string
 annotations evaluated, so ``from __future__ import annotations``, PEP 695 generics and
 ``X | None`` all work), and turned into ``Validator``s built on pydantic ``TypeAdapter``s.
-Nothing is inspected per message. A body whose type is exactly the declared class passes
+Nothing is inspected per message, and pydantic is imported only when a first type needs it.
+A body whose type is exactly the declared class passes
 through untouched, without a call into pydantic; anything else is validated in pydantic's
 lax mode (a dict becomes the model, ``"42"`` an ``int``), or strict mode where the annotation
 asks for it (``Annotated[int, pydantic.Strict()]``).
@@ -18,10 +19,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import NoneType
 from typing import Any, TypeVar, get_args, get_origin
 
-from pydantic import TypeAdapter, ValidationError
-
 from .errors import MessageValidationError, handler_name
 from .message import Message
+
+if typing.TYPE_CHECKING:
+    from pydantic import TypeAdapter, ValidationError
 
 _UNCHECKED: tuple[object, ...] = (Any, object, inspect.Parameter.empty)
 
@@ -32,6 +34,8 @@ class Validator:
     __slots__ = ("_adapter", "exact", "expected")
 
     def __init__(self, annotation: Any) -> None:
+        from pydantic import TypeAdapter  # (the first type checked imports pydantic)
+
         self._adapter: TypeAdapter[Any] = TypeAdapter(annotation)
         self.expected = type_name(annotation)
         # A plain class (not a generic alias, union or Annotated) allows the no-copy fast path.
@@ -53,17 +57,9 @@ class Validator:
             return value
         try:
             return self._adapter.validate_python(value)
-        except ValidationError as exc:
+        except Exception as exc:  # ValidationError, or whatever a model's validator raised
             raise MessageValidationError(
-                address,
-                self.expected,
-                exc.errors(include_url=False),
-                validation_summary(exc),
-                what=what,
-            ) from exc
-        except Exception as exc:  # a validator of the model raised something else
-            raise MessageValidationError(
-                address, self.expected, [], f"{type(exc).__name__}: {exc}", what=what
+                address, self.expected, _details(exc), failure_summary(exc), what=what
             ) from exc
 
 
@@ -180,6 +176,26 @@ def type_name(annotation: Any) -> str:
     if isinstance(annotation, type) and not isinstance(annotation, types.GenericAlias):
         return annotation.__qualname__
     return repr(annotation).replace("typing.", "")
+
+
+def _details(exc: Exception) -> list[Any]:
+    from pydantic import ValidationError
+
+    return exc.errors(include_url=False) if isinstance(exc, ValidationError) else []
+
+
+def failure_summary(exc: BaseException) -> str:
+    """Why a value failed validation, in one line: pydantic's errors, or the exception a
+    validator raised (which may not even be printable)."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return validation_summary(exc)
+    try:
+        detail = str(exc)
+    except Exception:
+        detail = "(its message could not be printed)"
+    return f"{type(exc).__name__}: {detail}"
 
 
 def validation_summary(error: ValidationError) -> str:

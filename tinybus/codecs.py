@@ -65,6 +65,19 @@ class CodecRegistry:
             if default is codec:
                 del self.defaults[body_type]
 
+    def outgoing(self, body: Any, options: Any) -> Any:
+        """The body delivered: transformed by the codec ``options`` names, or else by the
+        default codec of the body's type, if either exists."""
+        name = None if options is None else options.codec
+        if name is not None:
+            return self.get(name).transform(body)
+        if self.defaults:
+            body_type: type = type(body)  # pyright: ignore[reportUnknownVariableType]
+            codec = self.defaults.get(body_type)
+            if codec is not None:
+                return codec.transform(body)
+        return body
+
     def get(self, name: str) -> MessageCodec[Any]:
         try:
             return self._by_name[name]

@@ -63,8 +63,11 @@ class HandlerExecutionError(EventBusError):
         self, address: str, original_error: BaseException, description: str | None = None
     ) -> None:
         if description is None:
-            detail = str(original_error)
             kind = type(original_error).__name__
+            try:
+                detail = str(original_error)
+            except Exception as exc:  # an exception that cannot print itself still fails
+                detail = f"(its message could not be printed: {type(exc).__name__})"
             description = (
                 f"the handler for {address!r} raised {kind}: {detail}"
                 if detail

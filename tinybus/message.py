@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import sys
 from collections.abc import Mapping
 from copy import deepcopy
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, cast
-
-from pydantic import BaseModel
+from typing import Any, cast
 
 from ._address import to_address
+from ._carrier import Carrier, Kind, Responder
 from .errors import EventBusError
 from .headers import Headers, HeadersInput
 
@@ -42,28 +42,18 @@ def freeze_headers(headers: object) -> Headers:
     return frozen if frozen else EMPTY_HEADERS
 
 
-class Responder(Protocol):
-    """What answers a request: one outcome per request, the first one given."""
-
-    def reply(self, body: object, headers: Mapping[str, str] | None) -> None: ...
-
-    def fail(self, code: int, text: str) -> None: ...
-
-    async def reply_and_request(
-        self, body: object, headers: Mapping[str, str] | None, timeout: float | None
-    ) -> Message[Any]: ...
-
-
-class Message[T]:
+class Message[T](Carrier):
     """One message on the bus: a body and its envelope.
 
     ``id`` is unique for every message; ``reply_address`` is set only for a request (it is
-    where the reply goes) and is ``None`` for published and sent messages. ``headers`` are
-    ``Headers``: read-only, case-insensitive, multi-valued (``headers.getall(name)``). Treat a
-    message as immutable: the same object is handed to every listener of a publish.
+    where the reply goes) and is ``None`` for published and sent messages; ``kind`` says how
+    it travels: ``"publish"`` (to every handler of its address), ``"send"`` (to one consumer)
+    or ``"request"`` (to one consumer, which answers). ``headers`` are ``Headers``: read-only,
+    case-insensitive, multi-valued (``headers.getall(name)``). Treat a message as immutable:
+    the same object is handed to every listener of a publish.
     """
 
-    __slots__ = ("_copies", "_id", "_responder", "address", "body", "headers", "reply_address")
+    __slots__ = ("address", "body", "headers", "reply_address")
 
     body: T
     address: str
@@ -80,18 +70,18 @@ class Message[T]:
         reply_address: str | None = None,
     ) -> None:
         self.body = body
-        # A sequence number until someone reads ``id``: most messages never have it formatted.
-        self._id: str | int = next(_id_counter) if id is None else id
+        self.serial = next(_id_counter) if id is None else id
         self.address = "" if address is None else to_address(address)
         self.headers = freeze_headers(headers)
         self.reply_address = reply_address
-        self._responder: Responder | None = None
-        self._copies = False  # DeliveryOptions(copy=True): each handler gets its own body
+        self.responder: Responder | None = None
+        self.copies = False
+        self.kind: Kind = "request" if reply_address is not None else "publish"
 
     @property
     def id(self) -> str:
-        id = self._id
-        return id if type(id) is str else f"{_ID_PREFIX}-{id}"
+        serial = self.serial
+        return serial if type(serial) is str else f"{_ID_PREFIX}-{serial}"
 
     @classmethod
     def create[B](
@@ -111,8 +101,8 @@ class Message[T]:
         handler's return value is ignored (logged at debug level). On a published or sent
         message, which nobody awaits, it does nothing, as in Vert.x.
         """
-        if self._responder is not None:
-            self._responder.reply(body, None if headers is None else freeze_headers(headers))
+        if self.responder is not None:
+            self.responder.reply(body, None if headers is None else freeze_headers(headers))
 
     def fail(self, code: int, text: str) -> None:
         """Fail the request: the requester gets ``ReplyFailedError`` with ``code`` and ``text``
@@ -120,8 +110,8 @@ class Message[T]:
         message, as for ``reply``."""
         if type(code) is not int:
             raise TypeError(f"a failure code is an int, got {code!r}")
-        if self._responder is not None:
-            self._responder.fail(code, str(text))
+        if self.responder is not None:
+            self.responder.fail(code, str(text))
 
     async def reply_and_request(
         self,
@@ -136,11 +126,11 @@ class Message[T]:
         or ``reply_and_request``. ``timeout`` (default: the bus's) applies to this leg;
         ``HandlerTimeoutError`` when no answer comes, ``ReplyFailedError`` when it fails.
         Only a message that awaits an answer can be answered this way."""
-        if self._responder is None:
+        if self.responder is None:
             raise EventBusError(
                 f"the message to {self.address!r} awaits no answer: it was published or sent"
             )
-        return await self._responder.reply_and_request(
+        return await self.responder.reply_and_request(
             body, None if headers is None else freeze_headers(headers), timeout
         )
 
@@ -170,39 +160,44 @@ def copy_with_body[B](message: Message[Any], body: B) -> Message[B]:
     """The same message (id included) carrying ``body``, e.g. a body converted by validation."""
     copy = cast("Message[B]", object.__new__(Message))
     copy.body = body
-    copy._id = message._id  # pyright: ignore[reportPrivateUsage]
+    copy.serial = message.serial
     copy.address = message.address
     copy.headers = message.headers
     copy.reply_address = message.reply_address
-    copy._responder = message._responder  # pyright: ignore[reportPrivateUsage]
-    copy._copies = False  # its body is the copy already  # pyright: ignore[reportPrivateUsage]
+    copy.responder = message.responder
+    copy.copies = False  # its body is the copy already
+    copy.kind = message.kind
     return copy
 
 
-def make_message[B](body: B, address: str, headers: Headers, request: bool = False) -> Message[B]:
+def make_message[B](
+    body: B, address: str, headers: Headers, kind: Kind, reply_address: str | None = None
+) -> Message[B]:
     """The bus's own constructor: its arguments are already checked, so it skips ``__init__``.
-    A request's reply address is made from its id."""
-    # (No cast(): a call per message, for the type checker only.)
+    A request's reply address is made from its id unless given."""
     message: Message[B] = object.__new__(Message)  # pyright: ignore[reportUnknownVariableType]
     message.body = body
     message.address = address
     message.headers = headers
-    message._id = number = next(_id_counter)  # pyright: ignore[reportPrivateUsage]
-    message.reply_address = f"{REPLY_PREFIX}{_ID_PREFIX}-{number}" if request else None
-    message._responder = None  # pyright: ignore[reportPrivateUsage]
-    message._copies = False  # pyright: ignore[reportPrivateUsage]
+    message.serial = number = next(_id_counter)
+    if kind == "request" and reply_address is None:
+        reply_address = f"{REPLY_PREFIX}{_ID_PREFIX}-{number}"
+    message.reply_address = reply_address
+    message.responder = None
+    message.copies = False
+    message.kind = kind
     return message
 
 
 def own_copy[B](body: B) -> B:
     """A body of one's own, for ``DeliveryOptions(copy=True)``: a deep copy, except of frozen
     pydantic models, which nobody can change."""
-    if isinstance(body, BaseModel) and body.model_config.get("frozen"):
-        return body
+    pydantic = sys.modules.get("pydantic")  # (not imported: the body is no pydantic model)
+    if pydantic is not None and isinstance(body, pydantic.BaseModel):
+        model: Any = body
+        if model.model_config.get("frozen"):
+            return body
     return deepcopy(body)
-
-
-type Kind = Literal["publish", "send", "request", "reply", "failure"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,13 @@ def check_timeout(timeout: object, what: str = "timeout") -> float:
     """
     if type(timeout) is float or type(timeout) is int:
         if timeout > 0:
-            return float(timeout)
+            try:
+                return float(timeout)
+            except OverflowError:  # an int beyond any float
+                raise ValueError(
+                    f"{what} is too large to be a number of seconds (an int of "
+                    f"{timeout.bit_length()} bits); use math.inf to wait for as long as it takes"
+                ) from None
         raise ValueError(f"{what} must be a positive number of seconds, got {timeout!r}")
     raise TypeError(
         f"{what} must be a positive number of seconds, got {timeout!r} of type "
@@ -111,9 +117,11 @@ class RegistrationOptions(TypedDict, total=False):
     - ``max_buffered``: how many messages may wait for the handler (1000 by default).
     - ``overflow``: what happens to a message when the buffer is full: ``"block"`` (the
       default), ``"drop_oldest"``, ``"drop_newest"`` or ``"error"``.
-    - ``inline``: ``True`` runs the handler's coroutine inside the awaiting ``publish`` or
-      ``send``, like a function call, instead of in a task of its own (README, "Inline
-      handlers"). Requests, pipelines and buffered messages are not affected.
+    - ``inline``: ``True`` runs the handler's coroutine inside the awaiting ``publish``,
+      ``send`` or ``request``, like a function call, instead of in a task of its own
+      (README, "Inline handlers"). Pipelines and buffered messages are not affected.
+    - ``local``: ``True`` keeps the registration out of reach of other processes when the
+      bus has a transport (Vert.x's ``localConsumer``); without one it changes nothing.
     """
 
     validate: bool | None
@@ -123,6 +131,7 @@ class RegistrationOptions(TypedDict, total=False):
     max_buffered: int
     overflow: Overflow
     inline: bool
+    local: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +143,7 @@ class CheckedOptions:
     max_buffered: int
     overflow: Overflow
     inline: bool
+    local: bool
 
 
 def check_registration_options(options: Mapping[str, Any]) -> CheckedOptions:
@@ -169,6 +179,9 @@ def check_registration_options(options: Mapping[str, Any]) -> CheckedOptions:
     inline = options.get("inline", False)
     if type(inline) is not bool:
         raise TypeError(f"inline must be True or False, got {inline!r}")
+    local = options.get("local", False)
+    if type(local) is not bool:
+        raise TypeError(f"local must be True or False, got {local!r}")
     return CheckedOptions(
         validate,
         cast("tuple[Operator, ...]", operators),
@@ -177,4 +190,5 @@ def check_registration_options(options: Mapping[str, Any]) -> CheckedOptions:
         max_buffered,
         overflow,
         inline,
+        local,
     )

@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from reactivex import abc
-
-from ._flow import Overflow
-from ._validation import HandlerTypes
+from ._endpoint import call_ended
 
 if TYPE_CHECKING:
-    from ._flow import Mailbox
-    from ._pipeline import Pipeline
-
-type Role = Literal["consumer", "listener"]
-
-logger = logging.getLogger("tinybus")
-
-
-def _call_ended(callback: Callable[[Registration], object], registration: Registration) -> None:
-    try:
-        callback(registration)
-    except Exception:
-        logger.exception("an on_unregistered callback of %r raised", registration)
+    from ._endpoint import Endpoint
+    from ._flow import Overflow
 
 
 class Registration:
@@ -37,129 +22,118 @@ class Registration:
 
     ``pause()`` stops handling: messages wait in the buffer, under the registration's overflow
     policy, until ``resume()``. ``queued`` is how many wait now and ``dropped`` how many were
-    dropped or refused so far.
+    dropped or refused so far; ``delivered``, ``replied`` and ``failed`` count its handler's
+    calls, successful replies and failures.
     """
 
-    __slots__ = (
-        "_ended_callbacks",
-        "_inline",
-        "_mailbox",
-        "_make_mailbox",
-        "_pipeline",
-        "_registered",
-        "_subscription",
-        "_takes_messages",
-        "_types",
-        "_unregister",
-        "address",
-        "delivered",
-        "failed",
-        "handler",
-        "max_buffered",
-        "max_concurrency",
-        "overflow",
-        "replied",
-        "role",
-    )
+    __slots__ = ("_endpoint", "_pause", "_unregister")
 
     def __init__(
         self,
-        address: str,
-        handler: Callable[..., Any],
-        role: Role,
-        unregister: Callable[[Registration], None],
-        types: HandlerTypes,
-        *,
-        max_concurrency: int | None = None,
-        max_buffered: int = 1000,
-        overflow: Overflow = "block",
-        make_mailbox: Callable[[Registration], Mailbox],
-        inline: bool = False,
+        endpoint: Endpoint,
+        unregister: Callable[[Endpoint], None],
+        pause: Callable[[Endpoint], None],
     ) -> None:
-        self.address = address
-        self.handler = handler
-        self.role: Role = role
-        self.max_concurrency = max_concurrency
-        self.max_buffered = max_buffered
-        self.overflow: Overflow = overflow
+        self._endpoint = endpoint
         self._unregister = unregister
-        self._registered = True
-        # Counters for bus.stats(): handler calls, successful replies, failures.
-        self.delivered = self.replied = self.failed = 0
-        self._types = types
-        # What enters the pipeline, and what a handler without a pipeline is handed: the
-        # whole message for consumers and for listeners that annotate Message[T].
-        self._takes_messages = role == "consumer" or types.wants_message
-        self._subscription: abc.DisposableBase | None = None
-        self._pipeline: Pipeline | None = None
-        self._make_mailbox = make_mailbox
-        self._mailbox: Mailbox | None = None
-        self._ended_callbacks: list[Callable[[Registration], object]] = []
-        # Awaited inside the publish or send that reached it, not started as a task.
-        self._inline = inline
+        self._pause = pause
+
+    @property
+    def address(self) -> str:
+        return self._endpoint.address
+
+    @property
+    def handler(self) -> Callable[..., Any]:
+        return self._endpoint.handler
+
+    @property
+    def role(self) -> str:
+        """``"consumer"`` or ``"listener"``."""
+        return self._endpoint.role
+
+    @property
+    def max_concurrency(self) -> int | None:
+        return self._endpoint.max_concurrency
+
+    @property
+    def max_buffered(self) -> int:
+        return self._endpoint.max_buffered
+
+    @property
+    def overflow(self) -> Overflow:
+        return self._endpoint.overflow
+
+    @property
+    def delivered(self) -> int:
+        return self._endpoint.delivered
+
+    @property
+    def replied(self) -> int:
+        return self._endpoint.replied
+
+    @property
+    def failed(self) -> int:
+        return self._endpoint.failed
 
     @property
     def is_registered(self) -> bool:
-        return self._registered
+        return self._endpoint.registered
 
     @property
     def is_paused(self) -> bool:
-        return self._mailbox is not None and self._mailbox.paused
+        mailbox = self._endpoint.mailbox
+        return mailbox is not None and mailbox.paused
 
     @property
     def queued(self) -> int:
-        return 0 if self._mailbox is None else self._mailbox.queued
+        mailbox = self._endpoint.mailbox
+        return 0 if mailbox is None else mailbox.queued
 
     @property
     def dropped(self) -> int:
-        return 0 if self._mailbox is None else self._mailbox.dropped
+        mailbox = self._endpoint.mailbox
+        return 0 if mailbox is None else mailbox.dropped
 
     def pause(self) -> None:
         """Stop handling messages; they wait in the buffer until ``resume()``. Does nothing
         once unregistered."""
-        if not self._registered:
-            return
-        mailbox = self._mailbox
-        if mailbox is None:
-            mailbox = self._mailbox = self._make_mailbox(self)
-        mailbox.pause()
+        if self._endpoint.registered:
+            self._pause(self._endpoint)
 
     def resume(self) -> None:
         """Handle the waiting messages (in order, within ``max_concurrency``) and the next."""
-        if self._mailbox is not None:
-            self._mailbox.resume()
+        mailbox = self._endpoint.mailbox
+        if mailbox is not None:
+            mailbox.resume()
 
     def unregister(self) -> None:
-        if self._registered:
-            self._registered = False
-            self._unregister(self)
+        if self._endpoint.registered:
+            self._unregister(self._endpoint)
 
     def on_unregistered(self, callback: Callable[[Registration], object]) -> None:
         """Call ``callback(registration)`` once, when this registration ends: unregistered,
         its pipeline completed or failed for good, or the bus closed. Called at once if it
         has ended already."""
-        if self._registered:
-            self._ended_callbacks.append(callback)
+        if self._endpoint.registered:
+            self._endpoint.end_callbacks.append(callback)
         else:
-            _call_ended(callback, self)
+            call_ended(callback, self)
 
     async def wait_unregistered(self) -> None:
-        """Return once this registration has ended (see ``on_unregistered``)."""
-        if not self._registered:
+        """Return once this registration has ended (see ``on_unregistered``). A wait given up
+        (cancelled, timed out) leaves nothing behind."""
+        endpoint = self._endpoint
+        if not endpoint.registered:
             return
-        ended = asyncio.get_running_loop().create_future()
-        self._ended_callbacks.append(lambda _: None if ended.done() else ended.set_result(None))
-        await ended
-
-    def _ended(self) -> None:
-        """The bus took this registration off its address: tell those who asked."""
-        self._registered = False
-        callbacks, self._ended_callbacks = self._ended_callbacks, []
-        for callback in callbacks:
-            _call_ended(callback, self)
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        endpoint.end_waiters.add(ended)
+        try:
+            await ended
+        finally:
+            endpoint.end_waiters.discard(ended)
 
     def __repr__(self) -> str:
-        state = "registered" if self._registered else "unregistered"
+        state = "registered" if self.is_registered else "unregistered"
         if self.is_paused:
             state += ", paused"
         name = getattr(self.handler, "__qualname__", repr(self.handler))

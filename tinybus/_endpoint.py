@@ -1,0 +1,432 @@
+"""``Endpoint``: one registration's side of the bus, from its address's Subject to its handler.
+
+A message pushed into an address's Subject reaches each registration's endpoint (a published
+one), or the endpoint of one consumer (a sent or requested one). From there it goes through
+the registration's pipeline (``pipe=``), if any, and its mailbox (concurrency limit, buffer,
+pause), if any, to ``Endpoint.start``, or, for an inline registration, to the caller, which
+runs ``Endpoint.turn`` when it awaits. Both call the handler in ``_invoke``: the one place
+where a handler is called, whatever the role, the mode or the kind of message. Its outcome
+goes to ``settle``/``settle_failure``: to the requester (through the request's ``Exchange``)
+for a request, else, for a failure, to ``bus.errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any
+
+from reactivex import abc
+
+from ._carrier import Responder
+from ._failures import Failures
+from ._tasks import Tasks
+from ._validation import HandlerTypes
+from .errors import (
+    BufferFullError,
+    EventBusError,
+    HandlerExecutionError,
+    HandlerFailure,
+    MessageDroppedError,
+    MessageValidationError,
+    handler_name,
+)
+from .message import Message, copy_with_body, own_copy
+from .stats import Counters
+
+if TYPE_CHECKING:
+    from ._flow import Mailbox, Overflow
+    from ._pipeline import Pipeline
+    from ._routes import AddressSubject
+    from .registration import Registration
+
+logger = logging.getLogger("tinybus")
+
+type Role = str  # "consumer" or "listener"
+
+# What a body that does not fit a handler's type is called in the error.
+SENT_TO = "the body sent to"
+PIPE_EMITTED = "what the pipe emitted at"
+# Not caught for the handler: they stop the program, wherever they are raised.
+FATAL = (KeyboardInterrupt, SystemExit)
+# Re-raised after being handed on: a handler's task ends with them (cancelled, or closed);
+# in the caller's task (an inline turn), a handler's own cancellation is its failure only.
+ENDS_TASK = (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt, SystemExit)
+ENDS_CALLER = (GeneratorExit, KeyboardInterrupt, SystemExit)
+
+
+class _Nothing:
+    """What ``_invoke`` returns when the handler's outcome was handed on already."""
+
+
+NOTHING: Any = _Nothing()
+
+
+def is_awaitable(value: object) -> bool:
+    return type(value) is CoroutineType or (value is not None and hasattr(value, "__await__"))
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    """A coroutine for an awaitable that is not one (a Future, an object with ``__await__``)."""
+    return await awaitable
+
+
+class Endpoint(abc.ObserverBase[Message[Any]]):
+    """One registration: an observer of its address's Subject, and the way to its handler."""
+
+    __slots__ = (
+        "address",
+        "counts",
+        "delivered",
+        "end_callbacks",
+        "end_waiters",
+        "failed",
+        "failures",
+        "handler",
+        "inline",
+        "items_are_messages",
+        "local",
+        "mailbox",
+        "max_buffered",
+        "max_concurrency",
+        "overflow",
+        "pipe_messages",
+        "pipeline",
+        "registered",
+        "registration",
+        "replied",
+        "ring_next",
+        "ring_previous",
+        "role",
+        "subject",
+        "tasks",
+        "types",
+    )
+
+    def __init__(
+        self,
+        address: str,
+        handler: Callable[..., Any],
+        role: Role,
+        types: HandlerTypes,
+        tasks: Tasks,
+        failures: Failures,
+        *,
+        inline: bool = False,
+        local: bool = False,
+        max_concurrency: int | None = None,
+        max_buffered: int = 1000,
+        overflow: Overflow = "block",
+    ) -> None:
+        self.address = address
+        self.handler = handler
+        self.role = role
+        self.types = types
+        self.tasks = tasks
+        self.failures = failures
+        self.counts: Counters = failures.counts
+        self.inline = inline  # its coroutine is awaited by the caller, at its turn
+        self.local = local  # not offered to other processes by a transport
+        self.max_concurrency = max_concurrency
+        self.max_buffered = max_buffered
+        self.overflow: Overflow = overflow
+        # What flows through its pipeline: the whole message for consumers (a request's
+        # answer needs it) and for handlers that take it, else the body.
+        self.pipe_messages = role == "consumer" or types.wants_message
+        self.items_are_messages = True  # False once a pipeline of bodies feeds the handler
+        self.pipeline: Pipeline | None = None
+        self.mailbox: Mailbox | None = None
+        self.registered = True
+        self.delivered = self.replied = self.failed = 0
+        self.registration: Registration | None = None  # its public handle
+        self.subject: AddressSubject | None = None  # set while attached to its address
+        # Consumers of one address form a ring, the order requests and sends take turns in.
+        self.ring_next: Endpoint = self
+        self.ring_previous: Endpoint = self
+        self.end_callbacks: list[Callable[[Registration], object]] = []
+        self.end_waiters: set[asyncio.Future[None]] = set()
+
+    # -- from the Subject to the handler -------------------------------------------------
+
+    def on_next(self, value: Message[Any]) -> None:
+        """A message pushed into the address's Subject reaches this registration."""
+        if not self.registered:
+            return  # unregistered by a handler called before it, for this very message
+        if self.inline and self.pipeline is None and self.mailbox is None:
+            self._wait_for_turn(value)
+        else:
+            self.enter(value)
+
+    def enter(self, message: Message[Any]) -> None:
+        """Into the pipeline, the mailbox, or straight to the handler, in a task."""
+        if self.pipeline is not None:
+            self._enter_pipeline(message)
+        elif self.mailbox is not None:
+            self.mailbox.offer(message)
+        else:
+            self.start(message)
+
+    def on_error(self, error: Exception) -> None:
+        """Address subjects never error; nothing to do."""
+
+    def on_completed(self) -> None:
+        """The bus closed; the registration ends with it."""
+
+    def _enter_pipeline(self, message: Message[Any]) -> None:
+        pipeline = self.pipeline
+        assert pipeline is not None
+        if not self.pipe_messages:
+            pipeline.push(own_copy(message.body) if message.copies else message.body)
+            return
+        responder = message.responder
+        if responder is None or message.kind != "request":
+            pipeline.push(message)  # (a copy, if asked for, is made at the handler)
+            return
+        error = pipeline.push_request(message)
+        if error is not None:
+            # A rejection is the requester's failure; an operator's failure was reported (and
+            # counted) on bus.errors already, and is given to the requester too.
+            if isinstance(error, EventBusError):
+                responder.settle_failure(error, False)
+            else:
+                responder.settle_failure(HandlerExecutionError(message.address, error), False, True)
+
+    def admit(self, item: Any) -> None:
+        """What the pipeline lets out: into the mailbox, or to the handler in a task."""
+        if self.mailbox is not None:
+            self.mailbox.offer(item)
+        else:
+            self.start(item)
+
+    def _wait_for_turn(self, message: Message[Any]) -> None:
+        """An inline handler is called at its turn by the caller that awaits the message:
+        the requester, or a publish or send that can wait; else it runs in a task."""
+        responder = message.responder
+        if responder is not None and message.kind == "request":
+            if responder.takes_turns:
+                responder.turn = self
+            else:
+                self.start(message)
+            return
+        collecting = self.tasks.collecting
+        if collecting is not None and collecting.can_wait:
+            collecting.turns.append(self)
+        else:
+            self.start(message)
+
+    # -- calling the handler ---------------------------------------------------------------
+
+    def start(self, item: Any) -> asyncio.Task[Any] | None:
+        """Call the handler with ``item``; a coroutine it returns runs in a task of the bus's,
+        which the caller under way collects. The task, if it is still running."""
+        if self.items_are_messages and not self._deliverable(item):
+            return None
+        result = self._invoke(item)
+        if result is NOTHING:
+            return None
+        tasks = self.tasks
+        message = item if self.items_are_messages else None
+        # A mailbox watches its tasks end, to start the next: they leave ``running`` then.
+        task = tasks.start(self.run(message, result, watched=self.mailbox is not None))
+        if task is not None:
+            collecting = tasks.collecting
+            if collecting is not None:
+                collecting.waits.append(task)
+        return task
+
+    def turn(self, message: Message[Any]) -> Awaitable[Any] | None:
+        """An inline handler's turn, in the caller's task: call it; what to await, if it
+        returned an awaitable (``run`` it with ``own_task=False``)."""
+        if not self.registered:
+            return None  # unregistered by a handler called before it
+        if self.tasks.closing:
+            # close() ended its grace period while the turns before this one ran: like what
+            # waits in a buffer then, the message is dropped and reported.
+            self.counts.dropped += 1
+            self.report(message, MessageDroppedError(self, "closed"))
+            return None
+        result = self._invoke(message)
+        return None if result is NOTHING else result
+
+    def _deliverable(self, item: Any) -> bool:
+        """Whether ``item`` may reach a handler that takes messages: a message (a pipe may
+        emit anything), and, for a request that waited, one its requester still awaits."""
+        if type(item) is not Message:
+            error = MessageValidationError(
+                self.address,
+                "Message",
+                [],
+                f"its pipe emitted {type(item).__name__}: {item!r}",
+                what=f"what {handler_name(self.handler)} is given at",
+            )
+            self.report(None, error)
+            return False
+        message: Message[Any] = item  # pyright: ignore[reportUnknownVariableType]
+        responder = message.responder
+        if responder is not None and message.kind == "request" and not responder.is_awaited():
+            # It waited (in a buffer, or held by an operator) and its requester has its
+            # outcome already: a drop of flow control's when it waited in the buffer.
+            if self.mailbox is not None:
+                self.mailbox.dropped += 1
+                self.counts.dropped += 1
+            return False
+        return True
+
+    def _invoke(self, item: Any) -> Any:
+        """The one place a handler is called: count the delivery, give the handler its
+        argument (validated), call it and catch what it raises. Returns what it returned when
+        that is awaitable; otherwise hands the outcome on and returns ``NOTHING``."""
+        self.delivered += 1
+        self.counts.delivered += 1
+        message: Message[Any] | None = item if self.items_are_messages else None
+        if message is not None and message.kind == "request":
+            responder = message.responder
+            assert responder is not None
+            responder.delivered_to(self)
+        try:
+            argument = self._argument(item, message)
+        except MessageValidationError as exc:
+            self.settle_failure(message, exc, wrap=False)
+            return NOTHING
+        try:
+            result = self.handler(argument)
+        except FATAL:
+            raise
+        except BaseException as exc:  # the handler's, even a CancelledError: it runs here
+            self.settle_failure(message, exc)
+            return NOTHING
+        if type(result) is CoroutineType:
+            return result
+        if result is not None and hasattr(result, "__await__"):
+            return _awaited(result)
+        if message is not None and message.kind == "request":
+            self.settle(message, result)
+        return NOTHING
+
+    def _argument(self, item: Any, message: Message[Any] | None) -> Any:
+        """What the handler is given: the body or the message, validated against its declared
+        type (a copy of its own, under ``copy=True``). ``MessageValidationError`` otherwise."""
+        types = self.types
+        accepts = types.accepts
+        if message is None:  # a body its pipeline let out
+            if accepts is None or type(item) is accepts.exact:
+                return item
+            return accepts.check(item, self.address, PIPE_EMITTED)
+        body = message.body
+        if message.copies:
+            body = own_copy(body)
+        elif accepts is None:
+            return message if types.wants_message else body
+        if accepts is not None and type(body) is not accepts.exact:
+            body = accepts.check(body, message.address, SENT_TO)
+        if not types.wants_message:
+            return body
+        return message if body is message.body else copy_with_body(message, body)
+
+    async def run(
+        self,
+        message: Message[Any] | None,
+        awaitable: Awaitable[Any],
+        own_task: bool = True,
+        watched: bool = False,
+    ) -> None:
+        """Await what the handler returned and hand its outcome on: the body of every task the
+        bus starts for a handler (``watched``: by a mailbox, which sees it leave ``running``),
+        and what an inline turn awaits in the caller's task (``own_task=False``)."""
+        try:
+            value = await awaitable
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                if own_task and self.tasks.closing:
+                    raise  # close()'s own: its requesters have their BusClosedError already
+                if not own_task:
+                    caller = asyncio.current_task()
+                    if caller is not None and caller.cancelling():
+                        raise  # the caller's cancellation: the handler's only through it
+            self.settle_failure(message, exc)
+            if isinstance(exc, ENDS_TASK if own_task else ENDS_CALLER):
+                raise
+        else:
+            if message is not None and message.kind == "request":
+                self.settle(message, value)
+        finally:
+            if own_task and not watched:
+                self.tasks.leave()
+
+    # -- outcomes ----------------------------------------------------------------------------
+
+    def settle(self, message: Message[Any], value: Any) -> None:
+        """A request's handler returned ``value``: its answer (unless given already)."""
+        responder = message.responder
+        assert responder is not None
+        responder.settle(value)
+
+    def settle_failure(
+        self, message: Message[Any] | None, exc: BaseException, wrap: bool = True
+    ) -> None:
+        """The handler raised ``exc`` (or its argument was invalid: ``wrap=False``): the
+        requester's answer for a request, else a failure on ``bus.errors``."""
+        responder = None if message is None else message.responder
+        if (
+            responder is None
+            or message is None
+            or message.kind != "request"
+            or not responder.settle_failure(exc, wrap)
+        ):
+            # Nobody awaits it (a requester that has its answer already included).
+            self.report(message, exc)
+
+    def report(self, message: Message[Any] | None, exc: BaseException) -> None:
+        """A failure nobody awaits (drops are counted where they happen)."""
+        if not isinstance(exc, MessageDroppedError):
+            self.failed += 1
+        self.failures.report(HandlerFailure(self.address, self.handler, exc, message))
+
+    def discard(self, item: Any, error: MessageDroppedError) -> None:
+        """``item`` was dropped before the handler got it: its requester fails at once, or
+        the drop is reported."""
+        if type(item) is Message:
+            message: Message[Any] = item  # pyright: ignore[reportUnknownVariableType]
+            responder = message.responder
+            if responder is not None and message.kind == "request":
+                if responder.is_awaited():
+                    responder.settle_failure(error, False)
+                return  # (else its requester has its outcome already: timeout, close)
+            self.report(message, error)
+        else:
+            self.report(None, error)
+
+    def refuse(self, item: Any, error: BufferFullError) -> None:
+        """A full buffer under ``overflow="error"`` refused ``item``: its sender gets the
+        error (a publish or send raises it last; a requester fails at once)."""
+        collecting = self.tasks.collecting
+        is_request = type(item) is Message and item.kind == "request"
+        if collecting is not None and not is_request:
+            if collecting.refusal is None:
+                collecting.refusal = error
+        else:
+            self.discard(item, error)
+
+    # -- ending ----------------------------------------------------------------------------
+
+    def ended(self) -> None:
+        """The registration ended: tell those who asked."""
+        self.registered = False
+        callbacks, self.end_callbacks = self.end_callbacks, []
+        registration = self.registration
+        if registration is not None:
+            for callback in callbacks:
+                call_ended(callback, registration)
+        waiters, self.end_waiters = self.end_waiters, set()
+        for waiter in waiters:
+            if not waiter.done() and not waiter.get_loop().is_closed():
+                waiter.set_result(None)
+
+
+def call_ended(callback: Callable[[Registration], object], registration: Registration) -> None:
+    try:
+        callback(registration)
+    except Exception:
+        logger.exception("an on_unregistered callback of %r raised", registration)

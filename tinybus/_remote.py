@@ -1,0 +1,67 @@
+"""Messages from other processes, as a transport hands them over (``TransportHost``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ._dispatch import Dispatch
+from ._exchange import Conversations, Exchange, Reply
+from ._loop import LoopBinding
+from ._replies import ReplyTable
+from ._routes import Routes
+from .errors import BusClosedError, HandlerNotFoundError
+from .message import Message
+
+logger = logging.getLogger("tinybus")
+
+
+class Remote:
+    """The bus's side of its transport: what arrives is pushed into the local Subjects as a
+    local message would be (but never handed back to the transport); a request's answer goes
+    back through the ``answer`` sink the transport gave with it; answers for local requesters
+    enter the reply Subject, as local ones do."""
+
+    def __init__(
+        self,
+        binding: LoopBinding,
+        routes: Routes,
+        dispatch: Dispatch,
+        replies: ReplyTable,
+        conversations: Conversations,
+    ) -> None:
+        self.binding = binding
+        self.routes = routes
+        self.dispatch = dispatch
+        self.replies = replies
+        self.conversations = conversations
+
+    def receive(self, message: Message[Any], answer: Callable[[Reply], None] | None) -> None:
+        address = message.address
+        if message.kind == "request":
+            assert answer is not None and message.reply_address is not None
+            exchange = Exchange(message.reply_address, address, answer, self.conversations)
+            exchange.takes_turns = False  # nobody here awaits an inline turn
+            message.responder = exchange
+            if self.binding.closed:
+                exchange.settle_failure(BusClosedError(address=address), False)
+                return
+            subject = self.routes.consumers_of(address)
+            if subject is None:
+                exchange.settle_failure(HandlerNotFoundError(address), False)
+                return
+            self.dispatch.request(subject, message)
+            return
+        if self.binding.closed:
+            logger.debug("dropped a %s to %r from another process: closed", message.kind, address)
+            return
+        if message.kind == "publish":
+            self.dispatch.deliver(message)
+        elif self.routes.consumers_of(address) is not None:
+            self.dispatch.deliver(message)
+        else:
+            logger.warning("a message sent to %r from another process found no consumer", address)
+
+    def answer(self, reply: Reply) -> None:
+        self.replies.push(reply)

@@ -1,0 +1,209 @@
+"""Requests: one consumer's answer, through the reply Subject, within a timeout.
+
+Each attempt makes the message and its ``Exchange``, files the exchange under the message's
+reply address, and pushes the message into its address's Subject (or hands it to the
+transport, when no consumer here has the address). The consumer's answer comes back through
+the reply Subject into the exchange: while the message is still being pushed, for a handler
+that answers without suspending (no future and no timer are made then), else into a future
+the requester awaits until the deadline. An inline consumer's handler runs in the
+requester's own task instead: the deadline cancels it there, as ``asyncio.timeout`` would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from ._dispatch import Dispatch
+from ._exchange import Exchange, Reply, nobody_awaits
+from ._loop import LoopBinding
+from ._replies import ReplyTable, closed_before_reply
+from ._routes import Routes
+from ._transport import Transport
+from ._validation import validator_for
+from .errors import (
+    BusClosedError,
+    HandlerNotFoundError,
+    HandlerTimeoutError,
+    MessageDroppedError,
+)
+from .headers import HeadersInput
+from .message import EMPTY_HEADERS, REPLY_PREFIX, Message, new_message_id
+from .options import DeliveryOptions, check_timeout
+
+import logging
+
+logger = logging.getLogger("tinybus")
+
+
+class Requests:
+    """The requests of one bus, and the conversations that follow their replies."""
+
+    def __init__(
+        self,
+        binding: LoopBinding,
+        routes: Routes,
+        dispatch: Dispatch,
+        replies: ReplyTable,
+        default_timeout: float,
+        transport: Transport | None,
+    ) -> None:
+        self.binding = binding
+        self.routes = routes
+        self.dispatch = dispatch
+        self.replies = replies
+        self.default_timeout = default_timeout
+        self.transport = transport
+
+    async def request(
+        self,
+        address: str,
+        body: Any,
+        headers: HeadersInput | None,
+        timeout: float,
+        options: DeliveryOptions | None,
+        response_type: Any,
+        full: bool,
+    ) -> Any:
+        """Each attempt (``retry_attempts`` makes more after a timeout) asks one consumer."""
+        retries = 0 if options is None else options.retry_attempts
+        replies = self.replies
+        while True:
+            if self.binding.closed:
+                raise BusClosedError(address=address)
+            message = self.dispatch.make("request", address, body, headers, options)
+            reply_address: str = message.reply_address  # type: ignore[assignment]
+            exchange = message.responder = Exchange(reply_address, address, replies.push, self)
+            subject = self.routes.consumers_of(address)
+            replies.open(exchange)
+            exchange.timeout = timeout
+            exchange.deadline = replies.clock() + timeout  # read before any handler runs
+            try:
+                if subject is not None:
+                    self.dispatch.request(subject, message)
+                elif self.transport is None or not self.transport.request(message, timeout):
+                    raise HandlerNotFoundError(address)
+                reply = exchange.outcome
+                if reply is not None:  # answered while being sent: no future, no timer
+                    replies.close(exchange)
+                    reply = self._in_time(exchange, reply)
+                elif exchange.turn is not None:
+                    reply = await self._turn(exchange, message)
+                else:
+                    reply = await replies.wait(exchange)
+                if reply.error is not None:
+                    raise reply.error
+            except HandlerTimeoutError:
+                if retries == 0:
+                    raise
+                retries -= 1
+                logger.debug("request to %r timed out; retrying (%d left)", address, retries)
+                continue
+            finally:
+                if not exchange.abandoned:
+                    replies.close(exchange)
+            answer = reply.body
+            if response_type is not None:
+                answer = validator_for(response_type).check(answer, address, "the reply from")
+            if full:
+                return self.reply_message(reply, answer)
+            return answer
+
+    def _in_time(self, exchange: Exchange, reply: Reply) -> Reply:
+        """An answer given while its request was being made, at or after the deadline (a
+        handler that blocked the loop), is late: the requester times out instead."""
+        if self.replies.clock() < exchange.deadline:
+            return reply
+        self.replies.take_back(reply)
+        timed_out = HandlerTimeoutError(exchange.address, exchange.timeout)
+        return Reply(exchange.reply_address, None, timed_out, reply.source)
+
+    async def _turn(self, exchange: Exchange, message: Message[Any]) -> Reply:
+        """Run an inline consumer's handler in this task, until its deadline."""
+        endpoint = exchange.turn
+        assert endpoint is not None
+        exchange.turn = None
+        if not endpoint.registered:  # unregistered since it was chosen
+            endpoint.discard(message, MessageDroppedError(endpoint, "unregistered"))
+        else:
+            awaitable = endpoint.turn(message)
+            if awaitable is not None:
+                task = asyncio.current_task()
+                assert task is not None
+                exchange.task = task
+                self.replies.deadlines.add(exchange)
+                try:
+                    await endpoint.run(message, awaitable, own_task=False)
+                except asyncio.CancelledError:
+                    if exchange.timed_out and task.uncancel() == 0:
+                        raise HandlerTimeoutError(exchange.address, exchange.timeout) from None
+                    raise
+                finally:
+                    exchange.task = None
+        reply = exchange.outcome
+        self.replies.close(exchange)
+        if reply is None:  # the bus closed while the handler ran
+            return Reply(exchange.reply_address, None, closed_before_reply(exchange), None)
+        return self._in_time(exchange, reply)
+
+    # -- conversations ---------------------------------------------------------------------
+
+    def reply_message(
+        self, reply: Reply, body: Any, source: Any = None
+    ) -> Message[Any]:
+        """A reply as a ``Message``; one that awaits an answer can be answered (``reply``,
+        ``fail``, ``reply_and_request``), by ``source`` when that side is a consumer's."""
+        message = Message(body, address=reply.reply_address, headers=reply.headers)
+        message.kind = "reply"
+        next_address = reply.next_address
+        if next_address is not None:
+            message.reply_address = next_address
+            message.responder = Exchange(
+                next_address,
+                reply.reply_address,
+                self.replies.push,
+                self,
+                source=source,
+                leg=True,
+            )
+        return message
+
+    async def converse(
+        self,
+        answering: Exchange,
+        body: object,
+        headers: Mapping[str, str] | None,
+        timeout: float | None,
+    ) -> Message[Any]:
+        """Answer ``answering`` with ``body`` and wait for the answer to that answer."""
+        reply_address = answering.reply_address
+        self.binding.check(reply_address)
+        timeout = self.default_timeout if timeout is None else check_timeout(timeout)
+        replies = self.replies
+        if answering.sink == replies.push and not replies.is_waited(reply_address):
+            # Nobody waits at reply_address (it timed out, or was cancelled): nobody will
+            # answer, so fail now rather than wait out the timeout, as Vert.x does.
+            raise nobody_awaits(reply_address)
+        next_address = REPLY_PREFIX + new_message_id()
+        waiting = Exchange(
+            next_address, reply_address, replies.push, self, source=answering.source, leg=True
+        )
+        replies.open(waiting)
+        waiting.timeout = timeout
+        waiting.deadline = replies.clock() + timeout
+        try:
+            answering.sink(
+                Reply(
+                    reply_address,
+                    body,
+                    None,
+                    answering.source,
+                    headers or EMPTY_HEADERS,
+                    next_address,
+                )
+            )
+            reply = await replies.wait(waiting)
+        finally:
+            replies.close(waiting)
+        return self.reply_message(reply, reply.body, answering.source)

@@ -1,0 +1,202 @@
+"""Addresses and their Subjects: which observers a message pushed to an address reaches.
+
+Every address that has registrations (or ``observe()`` subscribers) has an ``AddressSubject``;
+so has every pattern listened to (``user.*``: one segment, ``user.>``: one or more), found
+through a ``PatternIndex`` that caches the patterns each concrete address matches. A Subject
+disappears with its last observer, so addresses that come and go leave nothing behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._endpoint import Endpoint
+from ._patterns import PatternIndex, ensure_concrete, is_pattern
+from ._subject import LoopSubject, ObserverErrorHandler
+from .errors import HandlerAlreadyRegisteredError
+from .message import Message
+
+# From this many registrations of one role at an address, duplicates are found through an
+# index rather than by a scan (most addresses have one or two, and an index costs memory).
+INDEX_FROM = 8
+
+
+class AddressSubject(LoopSubject[Message[Any]]):
+    """The Subject of one address (or pattern): every message to it is pushed into it.
+
+    A published message reaches every observer, in subscription order: the endpoints of the
+    address's listeners and consumers, and ``observe()`` subscribers. A sent or requested
+    message reaches one observer: the consumer whose turn it is. The consumers form a ring
+    (``Endpoint.ring_next``) in registration order, so taking turns, adding and removing one
+    cost O(1) however many there are.
+    """
+
+    def __init__(
+        self, routes: Routes, address: str, pattern: bool, on_error: ObserverErrorHandler
+    ) -> None:
+        super().__init__(on_error)
+        self.routes = routes
+        self.address = address
+        self.pattern = pattern
+        self.turn: Endpoint | None = None  # the consumer the next send or request goes to
+        self.oldest: Endpoint | None = None  # where the ring starts: the first consumer
+        self.consumers = 0
+        self.listeners = 0
+        self.published = self.sent = self.requested = 0  # for bus.stats()
+        # (role, handler) -> endpoint, once a role has INDEX_FROM registrations here.
+        self.index: dict[tuple[str, object], Endpoint] | None = None
+
+    def on_next(self, value: Message[Any]) -> None:
+        if value.kind == "publish":
+            LoopSubject.on_next(self, value)
+            return
+        consumer = self.turn
+        if consumer is None:
+            return  # (the sender checked there was one; a handler removed it meanwhile)
+        self.turn = consumer.ring_next
+        try:
+            consumer.on_next(value)
+        except Exception as exc:
+            self._on_observer_error(exc, consumer, value)
+
+    def became_unobserved(self) -> None:
+        self.routes.drop(self)
+
+    def endpoints(self) -> list[Endpoint]:
+        """Its registrations' endpoints, in registration order."""
+        return [observer for observer in self.subscribers if isinstance(observer, Endpoint)]
+
+    # -- membership ---------------------------------------------------------------------
+
+    def add(self, endpoint: Endpoint) -> None:
+        """Attach ``endpoint``; ``HandlerAlreadyRegisteredError`` when its handler is
+        registered here already in the same role."""
+        handler = endpoint.handler
+        if self._registered(endpoint.role, handler):
+            raise HandlerAlreadyRegisteredError(self.address, handler)
+        if endpoint.role == "consumer":
+            self.consumers += 1
+            oldest = self.oldest
+            if oldest is None:
+                self.oldest = self.turn = endpoint.ring_next = endpoint.ring_previous = endpoint
+            else:  # last in the ring: just before the oldest
+                newest = oldest.ring_previous
+                newest.ring_next = endpoint.ring_previous = endpoint
+                endpoint.ring_previous, endpoint.ring_next = newest, oldest
+                oldest.ring_previous = endpoint
+        else:
+            self.listeners += 1
+        index = self.index
+        if index is not None:
+            _index_into(index, endpoint)
+        elif self.consumers >= INDEX_FROM or self.listeners >= INDEX_FROM:
+            self.index = index = {}
+            for member in [*self.endpoints(), endpoint]:
+                _index_into(index, member)
+        endpoint.subject = self
+        self.attach(endpoint)
+
+    def _registered(self, role: str, handler: object) -> bool:
+        index = self.index
+        if index is not None and _hashable(handler):
+            return (role, handler) in index  # (every hashable handler is in the index)
+        return any(
+            member.role == role and member.handler == handler for member in self.endpoints()
+        )
+
+    def remove(self, endpoint: Endpoint) -> None:
+        if endpoint.subject is not self:
+            return
+        endpoint.subject = None
+        if endpoint.role == "consumer":
+            self.consumers -= 1
+            if endpoint.ring_next is endpoint:
+                self.oldest = self.turn = None
+            else:
+                following = endpoint.ring_next
+                endpoint.ring_previous.ring_next = following
+                following.ring_previous = endpoint.ring_previous
+                if self.oldest is endpoint:
+                    self.oldest = following
+                if self.turn is endpoint:
+                    self.turn = following
+            endpoint.ring_next = endpoint.ring_previous = endpoint
+        else:
+            self.listeners -= 1
+        index = self.index
+        if index is not None and _hashable(endpoint.handler):
+            key = (endpoint.role, endpoint.handler)
+            if index.get(key) is endpoint:
+                del index[key]
+        self.detach(endpoint)
+
+
+def _hashable(handler: object) -> bool:
+    try:
+        hash(handler)
+    except Exception:  # unhashable (a bound method of an unhashable object, say)
+        return False
+    return True
+
+
+def _index_into(index: dict[tuple[str, object], Endpoint], endpoint: Endpoint) -> None:
+    if _hashable(endpoint.handler):
+        index[(endpoint.role, endpoint.handler)] = endpoint
+
+
+class Routes:
+    """Address -> ``AddressSubject``, for concrete addresses and for patterns."""
+
+    def __init__(self, on_observer_error: ObserverErrorHandler) -> None:
+        self.routes: dict[str, AddressSubject] = {}
+        self.patterns: dict[str, AddressSubject] = {}
+        self._index: PatternIndex[AddressSubject] = PatternIndex()
+        self._on_observer_error = on_observer_error
+
+    def find(self, address: str) -> AddressSubject | None:
+        """The Subject of an exact address or of a pattern, if it exists."""
+        return self.routes.get(address) or self.patterns.get(address)
+
+    def ensure(self, address: str) -> AddressSubject:
+        pattern = is_pattern(address)
+        table = self.patterns if pattern else self.routes
+        subject = table.get(address)
+        if subject is None:
+            subject = table[address] = AddressSubject(
+                self, address, pattern, self._on_observer_error
+            )
+            if pattern:
+                self._index.add(address, subject)
+        return subject
+
+    def drop(self, subject: AddressSubject) -> None:
+        """``subject`` has no observer left: forget it (a later use makes a new one)."""
+        table = self.patterns if subject.pattern else self.routes
+        if table.get(subject.address) is subject:
+            del table[subject.address]
+            if subject.pattern:
+                self._index.remove(subject.address)
+
+    def matching(self, address: str) -> tuple[AddressSubject, ...]:
+        """The pattern Subjects that ``address`` matches (none without patterns)."""
+        return self._index.match(address) if self.patterns else ()
+
+    def consumers_of(self, address: str) -> AddressSubject | None:
+        """The Subject of ``address`` when it has a consumer; refuses a pattern."""
+        subject = self.routes.get(address)
+        if subject is None or subject.turn is None:
+            ensure_concrete(address)  # (a pattern never has consumers: checked only here)
+            return None
+        return subject
+
+    def all(self) -> list[AddressSubject]:
+        return [*self.routes.values(), *self.patterns.values()]
+
+    def complete(self) -> None:
+        """End every address's stream: observers see ``on_completed``."""
+        for subject in self.all():
+            subject.on_completed()
+        self.routes.clear()
+        self.patterns.clear()
+        self._index = PatternIndex()
+

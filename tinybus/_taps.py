@@ -1,0 +1,116 @@
+"""What sees messages on their way: interceptors, and ``observe_all()`` subscribers.
+
+Interceptors run on every published, sent and requested message before it is pushed into its
+address's Subject; ``observe_all()`` subscribers see those messages (after the interceptors)
+and every reply and failure coming back, through a relay attached to the reply Subject while
+they are subscribed. Both cost one truth test per message while there are none.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, cast
+
+from reactivex import abc
+
+from ._exchange import Reply
+from ._subject import LoopSubject
+from .errors import handler_name
+from .message import EMPTY_HEADERS, Envelope, Kind, Message, make_message
+
+logger = logging.getLogger("tinybus")
+
+type Interceptor = Callable[[Envelope], Message[Any] | None]
+
+
+class _Relay(abc.ObserverBase[Reply]):
+    """Shows each reply to the taps before the reply table settles it."""
+
+    __slots__ = ("_tap",)
+
+    def __init__(self, tap: LoopSubject[Envelope]) -> None:
+        self._tap = tap
+
+    def on_next(self, value: Reply) -> None:
+        failed = value.error is not None
+        message = make_message(
+            value.error if failed else value.body, value.reply_address, EMPTY_HEADERS, "reply"
+        )
+        if failed:
+            message.kind = "failure"
+        self._tap.on_next(Envelope(message.kind, message))
+
+    def on_error(self, error: Exception) -> None:
+        """The reply Subject never errors."""
+
+    def on_completed(self) -> None:
+        """The bus closed."""
+
+
+class Taps:
+    """The bus's interceptors and its ``observe_all()`` stream."""
+
+    def __init__(self, replies: LoopSubject[Reply]) -> None:
+        self.interceptors: list[Interceptor] = []
+        self._replies = replies
+        self.subject: LoopSubject[Envelope] = LoopSubject(
+            self._on_subscriber_error, on_first=self._relay_replies, on_empty=self._end_relay
+        )
+        self._relay: _Relay | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether any message must go through ``outbound``."""
+        return bool(self.interceptors) or bool(len(self.subject))
+
+    def outbound(self, kind: Kind, message: Message[Any]) -> Message[Any]:
+        """``message`` after the interceptors, shown to ``observe_all()`` subscribers."""
+        for interceptor in self.interceptors:
+            replaced = cast(object, interceptor(Envelope(kind, message)))
+            if replaced is None:
+                continue
+            if not isinstance(replaced, Message):
+                raise TypeError(
+                    f"interceptor {handler_name(interceptor)} returned "
+                    f"{type(replaced).__name__}; it must return a Message or None"
+                )
+            changed: Message[Any] = replaced  # pyright: ignore[reportUnknownVariableType]
+            if (
+                changed.address != message.address
+                or changed.reply_address != message.reply_address
+            ):
+                raise ValueError(
+                    f"interceptor {handler_name(interceptor)} changed the address of a message; "
+                    "it may change headers (message.with_headers) but not where it goes"
+                )
+            message = changed
+        if len(self.subject):
+            self.subject.on_next(Envelope(kind, message))
+        return message
+
+    def add(self, interceptor: Interceptor) -> None:
+        if not callable(interceptor):
+            raise TypeError(f"an interceptor must be callable, got {interceptor!r}")
+        self.interceptors.append(interceptor)
+
+    def remove(self, interceptor: Interceptor) -> None:
+        if interceptor in self.interceptors:
+            self.interceptors.remove(interceptor)
+
+    def _relay_replies(self) -> None:
+        if self._relay is None:
+            self._relay = _Relay(self.subject)
+            self._replies.attach(self._relay, first=True)
+
+    def _end_relay(self) -> None:
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            self._replies.detach(relay)
+
+    def complete(self) -> None:
+        self.subject.on_completed()  # (which does not call on_empty: the relay ends here)
+        self._end_relay()
+
+    def _on_subscriber_error(self, exc: Exception, observer: object, value: object) -> None:
+        logger.error("a subscriber of observe_all() raised; it stays subscribed", exc_info=exc)

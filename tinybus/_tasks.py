@@ -1,0 +1,150 @@
+"""The tasks the bus starts for handlers: started eagerly, owned until they end, waited for.
+
+Every coroutine a handler returns runs in a task of the bus's (``Tasks.start``), started
+eagerly: its first step runs inside the call that delivers the message, so a handler that
+finishes without suspending costs no trip through the event loop. Eager starts nest (a
+handler that sends starts the next handler inside its own first step); past
+``MAX_EAGER_DEPTH`` a task is scheduled the ordinary way, so handlers that call each other
+never grow the stack without bound.
+
+A task stays in ``running`` until it ends: ``drain()`` and ``close()`` wait for those, and
+``close()`` cancels what is left. Waiting for quiet costs O(1) per task that ends: the waiter
+is woken only when no task is left but those that wait for quiet themselves (a handler that
+drains the bus it runs on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._endpoint import Endpoint
+    from ._flow import Mailbox
+    from .message import Message
+
+MAX_EAGER_DEPTH = 16
+
+
+class Collected:
+    """What one publish or send set off that its caller awaits: the tasks it started, the
+    inline handlers whose turn comes in the caller's task, room waited for under
+    ``overflow="block"``, and the first refusal (``BufferFullError``) to raise at the end."""
+
+    __slots__ = ("can_wait", "message", "refusal", "turns", "waits")
+
+    def __init__(self, can_wait: bool, message: Message[Any]) -> None:
+        self.can_wait = can_wait  # False: a caller that will not await (publish_nowait)
+        self.message = message
+        self.waits: list[asyncio.Future[Any]] = []
+        self.turns: list[Endpoint] = []  # inline endpoints, called in order by the caller
+        self.refusal: BaseException | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.waits or self.turns or self.refusal is not None)
+
+
+class Tasks:
+    """The running handler tasks of one bus, the mailboxes whose messages wait for them, and
+    what the push under way collects for its caller."""
+
+    def __init__(self, get_loop: Callable[[], asyncio.AbstractEventLoop]) -> None:
+        self._get_loop = get_loop
+        self.loop: asyncio.AbstractEventLoop | None = None  # the bus's, set when it binds
+        self.running: set[asyncio.Task[Any]] = set()
+        self.mailboxes: set[Mailbox] = set()  # those with a buffer, or waiting to empty it
+        # What the push under way collects for its caller; None outside a push (and inside
+        # a handler's first step: what a handler sets off is its own).
+        self.collecting: Collected | None = None
+        # Set once close() cancels the running handlers: their cancellation is no failure.
+        self.closing = False
+        self._depth = 0
+        # drain()/close() waiting for quiet, and how many of the running tasks wait so.
+        self._quiet: asyncio.Future[None] | None = None
+        self.quiet_waiters = 0
+        self._bare_context = contextvars.Context()
+
+    def bound_loop(self) -> asyncio.AbstractEventLoop:
+        """The bus's loop (bound to the running one first, if its own has closed)."""
+        return self._get_loop()
+
+    def start(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
+        """Run ``coro`` in a task of the bus's, started eagerly; the task if it is still
+        running (None when it finished in its first step)."""
+        loop = self.loop or self._get_loop()  # (resume() may come between runs of the loop)
+        if self._depth < MAX_EAGER_DEPTH:
+            self._depth += 1
+            collecting, self.collecting = self.collecting, None
+            try:
+                task = asyncio.Task(coro, loop=loop, eager_start=True)
+            finally:
+                self._depth -= 1
+                self.collecting = collecting
+            if task.done():
+                return None
+        else:
+            # Not loop.create_task: an eager task factory on the loop would start it eagerly
+            # again, and the depth would have no bound. Cancelled before its first step, its
+            # coroutine never runs: the done callback takes it out of ``running`` then.
+            task = asyncio.Task(coro, loop=loop)
+            task.add_done_callback(self.ended, context=self._bare_context)
+        self.running.add(task)
+        return task
+
+    def leave(self) -> None:
+        """The current task, a handler's, ends: the last step of every handler task."""
+        running = self.running
+        if running:
+            # (Given the loop: no error when a task the loop left pending is destroyed.)
+            task = asyncio.current_task(self.loop)
+            if task is not None:
+                running.discard(task)
+            if self._quiet is not None and len(running) <= self.quiet_waiters:
+                self._wake()
+
+    def ended(self, task: asyncio.Task[Any]) -> None:
+        """``task`` ended (a done callback: for a mailbox's task, or one never started)."""
+        running = self.running
+        running.discard(task)
+        if self._quiet is not None and len(running) <= self.quiet_waiters:
+            self._wake()
+
+    def others(self) -> set[asyncio.Task[Any]]:
+        """The running handlers, except the current task (a handler calling drain or close)."""
+        current = asyncio.current_task()
+        return {task for task in self.running if task is not current}
+
+    def quiet(self) -> asyncio.Future[None]:
+        """A future set when no handler runs but those waiting for quiet (or when woken)."""
+        if self._quiet is None:
+            self._quiet = (self.loop or self._get_loop()).create_future()
+        return self._quiet
+
+    def _wake(self) -> None:
+        quiet, self._quiet = self._quiet, None
+        if quiet is not None and not quiet.done():
+            quiet.set_result(None)
+
+    def wake(self) -> None:
+        """Wake whoever waits for quiet, to look again (a timer settled, a buffer moved)."""
+        self._wake()
+
+    def cancel_others(self) -> None:
+        """Cancel every running handler but the caller, once each (cleanups may run)."""
+        self.closing = True
+        for task in self.others():
+            if not task.cancelling():
+                task.cancel()
+
+    def reset(self) -> None:
+        """Forget the tasks of a loop that is gone."""
+        self.closing = False
+        self.running.clear()
+        for mailbox in self.mailboxes:
+            mailbox.reset()
+        self.collecting = None
+        self._depth = 0
+        self._quiet = None
+        self.quiet_waiters = 0
