@@ -1,13 +1,22 @@
-"""Inline handlers (``inline=True``): awaited inside the publish or send that reached them."""
+"""Inline handlers (``inline=True``): awaited inside the publish, send or request that reached
+them, in the caller's task."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+from typing import Any
 
 import pytest
 
-from tinybus import EventBus, HandlerFailure
+from tests.clock import run_virtual
+from tinybus import (
+    EventBus,
+    HandlerExecutionError,
+    HandlerFailure,
+    HandlerTimeoutError,
+    Message,
+)
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -147,14 +156,111 @@ async def test_send_runs_an_inline_consumer_in_the_senders_task(bus: EventBus) -
     assert tasks == [asyncio.current_task()]
 
 
-async def test_requests_are_not_inline(bus: EventBus) -> None:
+async def test_an_inline_consumer_answers_in_the_requesters_task(bus: EventBus) -> None:
     @bus.consumer("echo", inline=True)
-    async def echo(message: object) -> bool:
+    async def echo(message: Message[int]) -> tuple[int, bool]:
         await asyncio.sleep(0)
-        return asyncio.current_task() is requester
+        return message.body, asyncio.current_task() is requester
 
     requester = asyncio.current_task()
-    assert await bus.request("echo", 1) is False
+    assert await bus.request("echo", 1) == (1, True)
+    assert bus.stats().running_handlers == 0  # no task of its own was started
+
+
+async def test_an_inline_consumers_failure_reaches_its_requester(bus: EventBus) -> None:
+    @bus.consumer("broken", inline=True)
+    async def broken(message: Message[int]) -> int:
+        await asyncio.sleep(0)
+        raise ValueError("bad")
+
+    with pytest.raises(HandlerExecutionError, match="raised ValueError: bad") as caught:
+        await bus.request("broken", 1)
+    assert isinstance(caught.value.original_error, ValueError)
+
+
+async def test_an_inline_consumer_that_replies_early_is_still_awaited_to_its_end(
+    bus: EventBus,
+) -> None:
+    """Like a function call: the requester resumes when the handler returns, with the first
+    answer it gave."""
+    steps: list[str] = []
+
+    @bus.consumer("early", inline=True)
+    async def early(message: Message[int]) -> str:
+        message.reply("first")
+        await asyncio.sleep(0)
+        steps.append("after the reply")
+        return "second"
+
+    assert await bus.request("early", 1) == "first"
+    assert steps == ["after the reply"]
+
+
+def test_the_requests_timeout_cancels_an_inline_consumer() -> None:
+    """Its handler runs in the requester's task, so the deadline cancels it there, as
+    ``asyncio.timeout`` would, and the requester gets ``HandlerTimeoutError``."""
+
+    async def scenario() -> tuple[float, list[str]]:
+        seen: list[str] = []
+        async with EventBus() as bus:
+
+            @bus.consumer("slow", inline=True)
+            async def slow(message: Message[int]) -> int:
+                try:
+                    await asyncio.sleep(60)
+                except asyncio.CancelledError:
+                    seen.append("cancelled")
+                    raise
+                return 1
+
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(HandlerTimeoutError):
+                await bus.request("slow", 1, timeout=2.5)
+            assert bus.stats().pending_requests == bus.stats().scheduled_timers == 0
+            return loop.time() - started, seen
+
+    elapsed, seen = run_virtual(scenario())
+    assert elapsed == 2.5
+    assert seen == ["cancelled"]
+
+
+async def test_cancelling_the_requester_cancels_an_inline_consumer(bus: EventBus) -> None:
+    entered = asyncio.Event()
+    seen: list[str] = []
+
+    @bus.consumer("slow", inline=True)
+    async def slow(message: Message[int]) -> int:
+        entered.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        return 1
+
+    requester = asyncio.create_task(bus.request("slow", 1))
+    async with asyncio.timeout(5):
+        await entered.wait()
+    requester.cancel()
+    done, _ = await asyncio.wait({requester}, timeout=5)
+    assert done and requester.cancelled()
+    assert seen == ["cancelled"]
+    assert bus.stats().pending_requests == 0
+
+
+async def test_an_inline_consumer_reached_by_a_send_runs_in_the_senders_task(
+    bus: EventBus,
+) -> None:
+    tasks: list[asyncio.Task[Any] | None] = []
+
+    @bus.consumer("work", inline=True)
+    async def work(message: Message[int]) -> None:
+        await asyncio.sleep(0)
+        tasks.append(asyncio.current_task())
+
+    await bus.send("work", 1)
+    assert tasks == [asyncio.current_task()]
 
 
 def test_keyboard_interrupt_in_an_inline_listener_reaches_the_publisher() -> None:

@@ -750,7 +750,7 @@ def test_close_flushes_partial_buffers_and_debounced_values_then_leaves_no_timer
         assert now() == 2.0
         assert batches == [([1, 2], 2.0)]
         assert debounced == [(2, 2.0)]
-        assert bus._scheduler._timers == set()  # white box: no loop timer left behind
+        assert bus.stats().scheduled_timers == 0  # no loop timer left behind
         await advance_to(200.0)
         with pytest.raises(BusClosedError):
             await bus.publish("n", 3)

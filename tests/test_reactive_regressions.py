@@ -126,7 +126,7 @@ def test_a_pipe_that_fails_to_build_leaves_no_registration_behind():
                 # ops.map, not ops.map(function): pyright flags it; at run time, a clear error
                 bus.on("x", print, pipe=[ops.map])  # pyright: ignore[reportCallIssue, reportArgumentType]
             assert bus.get_listeners("x") == []
-            assert not bus._pipelines
+            assert bus.stats().addresses == {}
 
     asyncio.run(main())
 

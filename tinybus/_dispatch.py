@@ -150,11 +150,18 @@ class Dispatch:
         turns = collected.turns
         for index, endpoint in enumerate(turns):
             try:
-                if endpoint.mailbox is not None and endpoint.registered:
-                    # Paused since (maybe by the turn before it, for this very message).
+                if endpoint.mailbox is not None and endpoint.registered and not self.tasks.closing:
+                    # Paused since (maybe by the turn before it, for this very message): it
+                    # enters the buffer, and the caller waits there for the handling it
+                    # started, or for room, before the next turn.
                     entered = self._collect_offer(endpoint.mailbox.offer, message)
-                    waits.extend(entered.waits)
                     refusal = refusal or entered.refusal
+                    if entered.waits:
+                        try:
+                            await asyncio.wait(entered.waits)
+                        except asyncio.CancelledError:
+                            _withdraw(entered.waits)
+                            raise
                     continue
                 awaitable = endpoint.turn(message)
                 if awaitable is not None:

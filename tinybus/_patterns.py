@@ -58,6 +58,11 @@ class PatternIndex[V]:
     def __len__(self) -> int:
         return self._count
 
+    @property
+    def cached(self) -> int:
+        """How many addresses have their matches cached."""
+        return len(self._cache)
+
     def add(self, pattern: str, value: V) -> None:
         self._added += 1
         self._order[pattern] = self._added

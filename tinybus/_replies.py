@@ -207,9 +207,6 @@ class ReplyTable(abc.ObserverBase[Reply]):
         self.pending.clear()
         self.deadlines = Deadlines(self._get_loop, self._expire)
 
-    def complete(self) -> None:
-        self.subject.on_completed()
-
 
 def closed_before_reply(exchange: Exchange) -> BusClosedError:
     return BusClosedError(

@@ -180,7 +180,8 @@ class Shutdown:
         for endpoint in self.registry.endpoints():
             endpoint.ended()
         self.routes.complete()
-        self.replies.complete()
+        # (The reply Subject stays open: an answer given after close() is late, and a late
+        # failure is still reported.)
         self.taps.complete()
         self.failures.errors.on_completed()
         if self.transport is not None:
