@@ -20,6 +20,7 @@ class Responder(Protocol):
 
     turn: Endpoint | None  # an inline consumer whose turn the requester runs
     takes_turns: bool  # whether the requester can run an inline consumer's turn
+    source: Endpoint | None  # the consumer that answers, once the request reached it
 
     def reply(self, body: object, headers: Mapping[str, str] | None) -> None: ...
 
@@ -28,10 +29,6 @@ class Responder(Protocol):
     async def reply_and_request(
         self, body: object, headers: Mapping[str, str] | None, timeout: float | None
     ) -> Message[Any]: ...
-
-    def delivered_to(self, source: Endpoint) -> None:
-        """The consumer whose handler is about to answer."""
-        ...
 
     def settle(self, value: object) -> None:
         """The handler returned ``value``: the answer, unless one was given already."""

@@ -2,16 +2,16 @@
 
 Publish, send and request take the same way. ``Dispatch.make`` builds the message (headers
 merged, the codec's transform applied, copies asked for) and runs the interceptors; then the
-message is pushed into the Subject of its address (and, when published, into the Subject of
-every pattern it matches). Whatever the Subject's observers set off that the caller awaits
-is collected as it happens (``Tasks.collecting``), and ``Dispatch.finish`` awaits it: the
-inline handlers' turns, in order, then the handlers' tasks and the room waited for.
+message is counted and pushed into the Subject of its address (and, when published, into the
+Subject of every pattern it matches). What the Subject's observers set off that the caller
+awaits is collected as it happens (``Tasks.collecting``), and ``Dispatch.finish`` awaits it:
+the inline handlers' turns, in order, then the handlers' tasks and the room waited for.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._patterns import ensure_concrete
@@ -55,49 +55,77 @@ class Dispatch:
         options: DeliveryOptions | None,
     ) -> Message[Any]:
         """The message, as its handlers will see it (after the interceptors)."""
-        copies = False
         if options is None:
             message_headers = EMPTY_HEADERS if headers is None else freeze_headers(headers)
             if self.codecs.defaults:
                 body = self.codecs.outgoing(body, None)
+            message = make_message(body, address, message_headers, kind)
         else:
             message_headers = merge_headers(headers, options)
             body = self.codecs.outgoing(body, options)
-            copies = options.copy
-            if copies:  # the sender's object stays out of the bus
+            if options.copy:  # the sender's object stays out of the bus
                 body = own_copy(body)
-        message = make_message(body, address, message_headers, kind)
-        if copies:
-            message.copies = True
+            message = make_message(body, address, message_headers, kind)
+            message.copies = options.copy
         if self.taps.active:
             message = self.taps.outbound(kind, message)
         return message
 
     # -- pushing -------------------------------------------------------------------------
 
-    def publish(self, message: Message[Any], can_wait: bool) -> Collected | None:
-        """Push ``message`` to every handler of its address and of the patterns it matches,
-        here and, through the transport, in other processes; what the caller must await."""
-        collected = self._push(message, Collected(can_wait, message))
+    def publish(
+        self,
+        address: str,
+        body: Any,
+        headers: HeadersInput | None,
+        options: DeliveryOptions | None,
+        can_wait: bool,
+    ) -> Collected | None:
+        """Publish to every handler of ``address`` and of the patterns it matches, here and,
+        through the transport, in other processes; what the caller must await, if anything."""
+        message = self.make("publish", address, body, headers, options)
+        collected = Collected(can_wait, message)
+        self._push(message, collected)
         if self.transport is not None:
             self.transport.publish(message)
-        return collected if collected else None
+        return None if collected.empty else collected
 
-    def send(self, message: Message[Any], can_wait: bool) -> Collected | None:
-        """Push ``message`` to one consumer of its address (or hand it to the transport when
-        it has none here); ``HandlerNotFoundError`` when there is none anywhere."""
-        if self.routes.consumers_of(message.address) is None:
+    def send(
+        self,
+        address: str,
+        body: Any,
+        headers: HeadersInput | None,
+        options: DeliveryOptions | None,
+        can_wait: bool,
+    ) -> Collected | None:
+        """Send to one consumer of ``address`` (through the transport when it has none
+        here); ``HandlerNotFoundError`` when there is none anywhere."""
+        message = self.make("send", address, body, headers, options)
+        if self.routes.consumers_of(address) is None:
             if self.transport is None or not self.transport.send(message):
-                raise HandlerNotFoundError(message.address)
+                raise HandlerNotFoundError(address)
             return None
-        collected = self._push(message, Collected(can_wait, message))
-        return collected if collected else None
+        collected = Collected(can_wait, message)
+        self._push(message, collected)
+        return None if collected.empty else collected
+
+    def request(self, subject: AddressSubject, message: Message[Any]) -> None:
+        """Push a request to one consumer of ``subject``; its answer comes through the reply
+        Subject (a requester awaits that, not what the handler set off)."""
+        self.counts.requested += 1
+        subject.requested += 1
+        tasks = self.tasks
+        outer, tasks.collecting = tasks.collecting, None
+        try:
+            subject.on_next(message)
+        finally:
+            tasks.collecting = outer
 
     def deliver(self, message: Message[Any]) -> None:
         """Push a message from another process; nobody here awaits what it sets off."""
         self._push(message, None)
 
-    def _push(self, message: Message[Any], collected: Collected | None) -> Collected | None:
+    def _push(self, message: Message[Any], collected: Collected | None) -> None:
         """Count ``message`` and push it into its Subjects, collecting what it sets off."""
         address = message.address
         routes = self.routes
@@ -105,11 +133,11 @@ class Dispatch:
         outer, tasks.collecting = tasks.collecting, collected
         try:
             if message.kind == "publish":
-                self.counts.published += 1
                 subject = routes.routes.get(address)
-                matched = routes.matching(address)
+                matched = routes.matching(address) if routes.patterns else ()
                 if subject is None and not matched:
-                    ensure_concrete(address)  # (a pattern matching patterns raised already)
+                    ensure_concrete(address)  # (nobody hears it; a pattern is refused)
+                self.counts.published += 1
                 if subject is not None:
                     subject.published += 1
                     subject.on_next(message)
@@ -124,19 +152,6 @@ class Dispatch:
                     subject.on_next(message)
         finally:
             tasks.collecting = outer
-        return collected
-
-    def request(self, subject: AddressSubject, message: Message[Any]) -> None:
-        """Push a request to one consumer of ``subject``; its answer comes through the reply
-        Subject (a requester awaits that, not what the handler set off)."""
-        self.counts.requested += 1
-        subject.requested += 1
-        tasks = self.tasks
-        outer, tasks.collecting = tasks.collecting, None
-        try:
-            subject.on_next(message)
-        finally:
-            tasks.collecting = outer
 
     # -- what the caller awaits ------------------------------------------------------------
 
@@ -145,23 +160,16 @@ class Dispatch:
         for the handlers started in tasks and the room waited for; then raise the first
         refusal. Cancelling the caller does not cancel the handlers its message reached."""
         message = collected.message
-        waits = collected.waits
-        refusal = collected.refusal
-        turns = collected.turns
+        turns = collected.turns or ()
         for index, endpoint in enumerate(turns):
             try:
                 if endpoint.mailbox is not None and endpoint.registered and not self.tasks.closing:
                     # Paused since (maybe by the turn before it, for this very message): it
                     # enters the buffer, and the caller waits there for the handling it
                     # started, or for room, before the next turn.
-                    entered = self._collect_offer(endpoint.mailbox.offer, message)
-                    refusal = refusal or entered.refusal
-                    if entered.waits:
-                        try:
-                            await asyncio.wait(entered.waits)
-                        except asyncio.CancelledError:
-                            _withdraw(entered.waits)
-                            raise
+                    entered = self._collect(endpoint.mailbox.offer, message)
+                    collected.refusal = collected.refusal or entered.refusal
+                    await _wait(entered.waits)
                     continue
                 awaitable = endpoint.turn(message)
                 if awaitable is not None:
@@ -171,33 +179,38 @@ class Dispatch:
                 for later in turns[index + 1 :]:
                     if later.registered:
                         later.enter(message)
-                _withdraw(waits)
+                _withdraw(collected.waits)
                 raise
-        if waits:
-            try:
-                # asyncio.wait, not ``await task``: cancelling the caller must not cancel the
-                # handlers its message reached; they belong to the bus.
-                await asyncio.wait(waits)
-            except asyncio.CancelledError:
-                _withdraw(waits)
-                raise
-        if refusal is not None:
-            raise refusal
+        await _wait(collected.waits)
+        if collected.refusal is not None:
+            raise collected.refusal
 
-    def _collect_offer(self, offer: Any, message: Message[Any]) -> Collected:
+    def _collect(self, push: Callable[[Message[Any]], None], message: Message[Any]) -> Collected:
         tasks = self.tasks
         collected = Collected(True, message)
         outer, tasks.collecting = tasks.collecting, collected
         try:
-            offer(message)
+            push(message)
         finally:
             tasks.collecting = outer
         return collected
 
 
-def _withdraw(waits: Sequence[asyncio.Future[Any]]) -> None:
+async def _wait(waits: Sequence[asyncio.Future[Any]] | None) -> None:
+    """Wait for ``waits`` with ``asyncio.wait``, not ``await task``: cancelling the caller
+    must not cancel the handlers its message reached (they belong to the bus); it withdraws
+    its items still waiting for room."""
+    if waits:
+        try:
+            await asyncio.wait(waits)
+        except asyncio.CancelledError:
+            _withdraw(waits)
+            raise
+
+
+def _withdraw(waits: Sequence[asyncio.Future[Any]] | None) -> None:
     """A cancelled caller withdraws its items still waiting for room."""
-    for waiter in waits:
+    for waiter in waits or ():
         if not isinstance(waiter, asyncio.Task):
             waiter.cancel()
 
@@ -219,4 +232,3 @@ def merge_headers(headers: HeadersInput | None, options: DeliveryOptions) -> Hea
     if base is None:
         return freeze_headers(headers)
     return base.merged(freeze_headers(headers))
-

@@ -77,9 +77,11 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
     """One registration: an observer of its address's Subject, and the way to its handler."""
 
     __slots__ = (
+        "accepts",
         "address",
         "counts",
         "delivered",
+        "direct",
         "end_callbacks",
         "end_waiters",
         "failed",
@@ -97,12 +99,14 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         "registered",
         "registration",
         "replied",
+        "returns",
         "ring_next",
         "ring_previous",
         "role",
         "subject",
         "tasks",
         "types",
+        "wants_message",
     )
 
     def __init__(
@@ -124,6 +128,9 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         self.handler = handler
         self.role = role
         self.types = types
+        self.accepts = types.accepts  # (the handler's types, read once at registration)
+        self.returns = types.returns
+        self.wants_message = types.wants_message
         self.tasks = tasks
         self.failures = failures
         self.counts: Counters = failures.counts
@@ -139,6 +146,9 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         self.pipeline: Pipeline | None = None
         self.mailbox: Mailbox | None = None
         self.registered = True
+        # A message from the Subject goes straight to the handler, in a task: registered,
+        # with no pipeline, no mailbox, not inline (``update``).
+        self.direct = not inline
         self.delivered = self.replied = self.failed = 0
         self.registration: Registration | None = None  # its public handle
         self.subject: AddressSubject | None = None  # set while attached to its address
@@ -150,11 +160,19 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
 
     # -- from the Subject to the handler -------------------------------------------------
 
+    def update(self) -> None:
+        """Its pipeline, mailbox or registration changed: where messages go now."""
+        self.direct = (
+            self.registered and not self.inline and self.pipeline is None and self.mailbox is None
+        )
+
     def on_next(self, value: Message[Any]) -> None:
         """A message pushed into the address's Subject reaches this registration."""
-        if not self.registered:
+        if self.direct:
+            self.start(value)
+        elif not self.registered:
             return  # unregistered by a handler called before it, for this very message
-        if self.inline and self.pipeline is None and self.mailbox is None:
+        elif self.inline and self.pipeline is None and self.mailbox is None:
             self._wait_for_turn(value)
         else:
             self.enter(value)
@@ -198,7 +216,14 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         if self.mailbox is not None:
             self.mailbox.offer(item)
         else:
-            self.start(item)
+            self.dispatch(item)
+
+    def dispatch(self, item: Any) -> asyncio.Task[Any] | None:
+        """What a pipeline let out, or a mailbox started, to the handler if it still may:
+        ``start``, unless ``_deliverable`` says otherwise."""
+        if self.items_are_messages and not self._deliverable(item):
+            return None
+        return self.start(item)
 
     def _wait_for_turn(self, message: Message[Any]) -> None:
         """An inline handler is called at its turn by the caller that awaits the message:
@@ -212,7 +237,7 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
             return
         collecting = self.tasks.collecting
         if collecting is not None and collecting.can_wait:
-            collecting.turns.append(self)
+            collecting.take_turn(self)
         else:
             self.start(message)
 
@@ -221,8 +246,6 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
     def start(self, item: Any) -> asyncio.Task[Any] | None:
         """Call the handler with ``item``; a coroutine it returns runs in a task of the bus's,
         which the caller under way collects. The task, if it is still running."""
-        if self.items_are_messages and not self._deliverable(item):
-            return None
         result = self._invoke(item)
         if result is NOTHING:
             return None
@@ -233,7 +256,7 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         if task is not None:
             collecting = tasks.collecting
             if collecting is not None:
-                collecting.waits.append(task)
+                collecting.wait_for(task)
         return task
 
     def turn(self, message: Message[Any]) -> Awaitable[Any] | None:
@@ -280,16 +303,30 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         that is awaitable; otherwise hands the outcome on and returns ``NOTHING``."""
         self.delivered += 1
         self.counts.delivered += 1
-        message: Message[Any] | None = item if self.items_are_messages else None
-        if message is not None and message.kind == "request":
-            responder = message.responder
-            assert responder is not None
-            responder.delivered_to(self)
-        try:
-            argument = self._argument(item, message)
-        except MessageValidationError as exc:
-            self.settle_failure(message, exc, wrap=False)
-            return NOTHING
+        message: Message[Any] | None = None
+        if self.items_are_messages:
+            message = item
+            if item.kind == "request":
+                item.responder.source = self
+            accepts = self.accepts
+            if not item.copies and (accepts is None or type(item.body) is accepts.exact):
+                argument = item if self.wants_message else item.body  # (as it is: valid)
+            else:
+                try:
+                    argument = self._argument(item)
+                except MessageValidationError as exc:
+                    self.settle_failure(item, exc, wrap=False)
+                    return NOTHING
+        else:
+            accepts = self.accepts
+            if accepts is None or type(item) is accepts.exact:
+                argument = item
+            else:
+                try:
+                    argument = accepts.check(item, self.address, PIPE_EMITTED)
+                except MessageValidationError as exc:
+                    self.settle_failure(None, exc, wrap=False)
+                    return NOTHING
         try:
             result = self.handler(argument)
         except FATAL:
@@ -302,26 +339,17 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         if result is not None and hasattr(result, "__await__"):
             return _awaited(result)
         if message is not None and message.kind == "request":
-            self.settle(message, result)
+            message.responder.settle(result)  # pyright: ignore[reportOptionalMemberAccess]
         return NOTHING
 
-    def _argument(self, item: Any, message: Message[Any] | None) -> Any:
+    def _argument(self, message: Message[Any]) -> Any:
         """What the handler is given: the body or the message, validated against its declared
         type (a copy of its own, under ``copy=True``). ``MessageValidationError`` otherwise."""
-        types = self.types
-        accepts = types.accepts
-        if message is None:  # a body its pipeline let out
-            if accepts is None or type(item) is accepts.exact:
-                return item
-            return accepts.check(item, self.address, PIPE_EMITTED)
-        body = message.body
-        if message.copies:
-            body = own_copy(body)
-        elif accepts is None:
-            return message if types.wants_message else body
+        accepts = self.accepts
+        body = own_copy(message.body) if message.copies else message.body
         if accepts is not None and type(body) is not accepts.exact:
             body = accepts.check(body, message.address, SENT_TO)
-        if not types.wants_message:
+        if not self.wants_message:
             return body
         return message if body is message.body else copy_with_body(message, body)
 
@@ -350,18 +378,12 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
                 raise
         else:
             if message is not None and message.kind == "request":
-                self.settle(message, value)
+                message.responder.settle(value)  # pyright: ignore[reportOptionalMemberAccess]
         finally:
-            if own_task and not watched:
+            if own_task and not watched and self.tasks.running:
                 self.tasks.leave()
 
     # -- outcomes ----------------------------------------------------------------------------
-
-    def settle(self, message: Message[Any], value: Any) -> None:
-        """A request's handler returned ``value``: its answer (unless given already)."""
-        responder = message.responder
-        assert responder is not None
-        responder.settle(value)
 
     def settle_failure(
         self, message: Message[Any] | None, exc: BaseException, wrap: bool = True
@@ -414,6 +436,7 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
     def ended(self) -> None:
         """The registration ended: tell those who asked."""
         self.registered = False
+        self.direct = False
         callbacks, self.end_callbacks = self.end_callbacks, []
         registration = self.registration
         if registration is not None:

@@ -140,9 +140,6 @@ class Exchange:
 
     # -- the answering side ----------------------------------------------------------------
 
-    def delivered_to(self, source: Endpoint) -> None:
-        self.source = source
-
     def is_awaited(self) -> bool:
         return not self.answered and self.waited()
 
@@ -189,9 +186,13 @@ class Exchange:
         if self.answered:
             logger.debug("ignored the return value for %r: already answered", self.address)
             return
-        reply = self._checked(value)
         self.answered = True
-        self.sink(reply)
+        source = self.source
+        returns = None if source is None or self.leg else source.returns
+        if returns is None or type(value) is returns.exact:  # (_checked's first test)
+            self.sink(Reply(self.reply_address, value, None, source))
+        else:
+            self.sink(self._checked(value))
 
     def settle_failure(self, error: BaseException, wrap: bool, counted: bool = False) -> bool:
         """The answer is the failure ``error``; False when answered already (the caller
@@ -208,7 +209,7 @@ class Exchange:
         """The reply for ``value``, converted to the consumer's declared return type, or the
         failure saying the handler returned an invalid type."""
         source = self.source
-        returns = None if source is None or self.leg else source.types.returns
+        returns = None if source is None or self.leg else source.returns
         if returns is not None and type(value) is not returns.exact:
             try:
                 value = returns(value)

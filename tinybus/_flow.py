@@ -116,7 +116,7 @@ class Mailbox:
         if collecting is None or not collecting.can_wait:
             return None
         waiter: asyncio.Future[None] = self.tasks.bound_loop().create_future()
-        collecting.waits.append(waiter)
+        collecting.wait_for(waiter)
         return waiter
 
     def _withdraw_if_cancelled(self, entry: Blocked) -> None:
@@ -141,7 +141,7 @@ class Mailbox:
     def _start(self, item: Any) -> None:
         self.running += 1
         try:
-            task = self.endpoint.start(item)
+            task = self.endpoint.dispatch(item)
         except BaseException:
             self.running -= 1
             raise

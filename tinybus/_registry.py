@@ -87,6 +87,7 @@ class Registry:
                 options.on_error,
             )
             endpoint.items_are_messages = endpoint.pipe_messages
+            endpoint.update()
         self.routes.ensure(address).add(endpoint)
         if options.max_concurrency is not None:
             self._mailbox(endpoint)
@@ -109,6 +110,7 @@ class Registry:
             endpoint.overflow,
         )
         self.tasks.mailboxes.add(mailbox)
+        endpoint.update()
         return mailbox
 
     def pause(self, endpoint: Endpoint) -> None:
@@ -124,6 +126,7 @@ class Registry:
         """Take ``endpoint`` off its address; with ``discard``, drop what waits for it, else
         (its pipeline completed) let its buffer drain first."""
         endpoint.registered = False
+        endpoint.update()
         subject = endpoint.subject
         if subject is not None:
             subject.remove(endpoint)

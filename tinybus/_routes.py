@@ -48,7 +48,14 @@ class AddressSubject(LoopSubject[Message[Any]]):
 
     def on_next(self, value: Message[Any]) -> None:
         if value.kind == "publish":
-            LoopSubject.on_next(self, value)
+            observers = self._snapshot
+            if observers is None:
+                observers = self.subscribers
+            for observer in observers:  # (LoopSubject.on_next's loop)
+                try:
+                    observer.on_next(value)
+                except Exception as exc:
+                    self._on_observer_error(exc, observer, value)
             return
         consumer = self.turn
         if consumer is None:

@@ -58,11 +58,10 @@ class Taps:
             self._on_subscriber_error, on_first=self._relay_replies, on_empty=self._end_relay
         )
         self._relay: _Relay | None = None
+        self.active = False  # whether any message must go through ``outbound``
 
-    @property
-    def active(self) -> bool:
-        """Whether any message must go through ``outbound``."""
-        return bool(self.interceptors) or bool(len(self.subject))
+    def _update(self) -> None:
+        self.active = bool(self.interceptors) or bool(len(self.subject))
 
     def outbound(self, kind: Kind, message: Message[Any]) -> Message[Any]:
         """``message`` after the interceptors, shown to ``observe_all()`` subscribers."""
@@ -93,17 +92,21 @@ class Taps:
         if not callable(interceptor):
             raise TypeError(f"an interceptor must be callable, got {interceptor!r}")
         self.interceptors.append(interceptor)
+        self._update()
 
     def remove(self, interceptor: Interceptor) -> None:
         if interceptor in self.interceptors:
             self.interceptors.remove(interceptor)
+            self._update()
 
     def _relay_replies(self) -> None:
+        self.active = True
         if self._relay is None:
             self._relay = _Relay(self.subject)
             self._replies.attach(self._relay, first=True)
 
     def _end_relay(self) -> None:
+        self._update()
         relay, self._relay = self._relay, None
         if relay is not None:
             self._replies.detach(relay)

@@ -38,12 +38,26 @@ class Collected:
     def __init__(self, can_wait: bool, message: Message[Any]) -> None:
         self.can_wait = can_wait  # False: a caller that will not await (publish_nowait)
         self.message = message
-        self.waits: list[asyncio.Future[Any]] = []
-        self.turns: list[Endpoint] = []  # inline endpoints, called in order by the caller
+        self.waits: list[asyncio.Future[Any]] | None = None  # (made when needed)
+        self.turns: list[Endpoint] | None = None  # inline endpoints, called in order
         self.refusal: BaseException | None = None
 
-    def __bool__(self) -> bool:
-        return bool(self.waits or self.turns or self.refusal is not None)
+    @property
+    def empty(self) -> bool:
+        """Whether there is nothing for the caller to await."""
+        return self.waits is None and self.turns is None and self.refusal is None
+
+    def wait_for(self, future: asyncio.Future[Any]) -> None:
+        if self.waits is None:
+            self.waits = [future]
+        else:
+            self.waits.append(future)
+
+    def take_turn(self, endpoint: Endpoint) -> None:
+        if self.turns is None:
+            self.turns = [endpoint]
+        else:
+            self.turns.append(endpoint)
 
 
 class Tasks:

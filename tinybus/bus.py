@@ -378,8 +378,7 @@ class EventBus:
         instead of the body alone. Every failure carries ``.kind`` and ``.code``; a consumer's
         ``message.fail(code, text)`` raises ``ReplyFailedError`` here.
         """
-        routed = self._address(address)
-        self._loop.check(routed)
+        routed = self._routed(address)
         if timeout is not None:
             timeout = check_timeout(timeout)
         elif options is not None and check_delivery_options(options).timeout is not None:
@@ -421,10 +420,8 @@ class EventBus:
         Returns once every handler the message reached has finished with it. Handler failures
         never reach the publisher: they go to the log and ``bus.errors``.
         """
-        routed = self._address(address)
-        self._loop.check(routed)
-        message = self._dispatch.make("publish", routed, body, headers, options)
-        collected = self._dispatch.publish(message, True)
+        routed = self._routed(address)
+        collected = self._dispatch.publish(routed, body, headers, options, True)
         if collected is not None:
             await self._dispatch.finish(collected)
 
@@ -443,10 +440,8 @@ class EventBus:
         message waiting for room instead of holding the caller; under ``"error"`` this raises
         ``BufferFullError``.
         """
-        routed = self._address(address)
-        self._loop.check(routed)
-        message = self._dispatch.make("publish", routed, body, headers, options)
-        raise_refusal(self._dispatch.publish(message, False))
+        routed = self._routed(address)
+        raise_refusal(self._dispatch.publish(routed, body, headers, options, False))
 
     def publish_threadsafe(
         self,
@@ -495,10 +490,8 @@ class EventBus:
         Returns once that consumer has finished with it; its return value is discarded and a
         failure goes to the log and ``bus.errors``. ``HandlerNotFoundError`` when there is none.
         """
-        routed = self._address(address)
-        self._loop.check(routed)
-        message = self._dispatch.make("send", routed, body, headers, options)
-        collected = self._dispatch.send(message, True)
+        routed = self._routed(address)
+        collected = self._dispatch.send(routed, body, headers, options, True)
         if collected is not None:
             await self._dispatch.finish(collected)
 
@@ -512,10 +505,8 @@ class EventBus:
     ) -> None:
         """``send`` for synchronous code on the bus's loop, as ``publish_nowait`` is for
         ``publish``; ``HandlerNotFoundError`` at once when there is no consumer."""
-        routed = self._address(address)
-        self._loop.check(routed)
-        message = self._dispatch.make("send", routed, body, headers, options)
-        raise_refusal(self._dispatch.send(message, False))
+        routed = self._routed(address)
+        raise_refusal(self._dispatch.send(routed, body, headers, options, False))
 
     def send_threadsafe(
         self,
@@ -531,11 +522,19 @@ class EventBus:
         call = partial(self.send_nowait, routed, body, headers=frozen, options=options)
         call_threadsafe(self._loop, call)
 
-    def _address(self, address: AnyAddress) -> str:
-        # A str that names an address in use is valid: those were checked when made.
-        if type(address) is str and address in self._routes.routes:
-            return address
-        return to_address(address)
+    def _routed(self, address: AnyAddress) -> str:
+        """The address to route on, for a call that delivers now: checked (a str that names
+        an address in use was checked when that was made), with the bus open and bound to the
+        running loop."""
+        routed: str = (
+            address  # type: ignore[assignment]
+            if type(address) is str and address in self._routes.routes
+            else to_address(address)
+        )
+        loop = self._loop
+        if loop.closed or asyncio.get_running_loop() is not loop.loop:
+            loop.check(routed)
+        return routed
 
     # -- shutting down -------------------------------------------------------------------------
 
