@@ -45,6 +45,8 @@ class Dispatch:
         self.codecs = codecs
         self.counts = counts
         self.transport = transport
+        # A collection its caller did not need, kept for the next (most find nothing to await).
+        self._spare: Collected | None = None
 
     def make(
         self,
@@ -56,10 +58,11 @@ class Dispatch:
     ) -> Message[Any]:
         """The message, as its handlers will see it (after the interceptors)."""
         if options is None:
-            message_headers = EMPTY_HEADERS if headers is None else freeze_headers(headers)
             if self.codecs.defaults:
                 body = self.codecs.outgoing(body, None)
-            message = make_message(body, address, message_headers, kind)
+            message = make_message(
+                body, address, EMPTY_HEADERS if headers is None else freeze_headers(headers), kind
+            )
         else:
             message_headers = merge_headers(headers, options)
             body = self.codecs.outgoing(body, options)
@@ -84,11 +87,13 @@ class Dispatch:
         """Publish to every handler of ``address`` and of the patterns it matches, here and,
         through the transport, in other processes; what the caller must await, if anything."""
         message = self.make("publish", address, body, headers, options)
-        collected = Collected(can_wait, message)
+        collected = self._spare or Collected()
+        self._spare = None
+        collected.can_wait = can_wait
         self._push(message, collected)
         if self.transport is not None:
             self.transport.publish(message)
-        return None if collected.empty else collected
+        return self._awaited(collected, message)
 
     def send(
         self,
@@ -105,9 +110,19 @@ class Dispatch:
             if self.transport is None or not self.transport.send(message):
                 raise HandlerNotFoundError(address)
             return None
-        collected = Collected(can_wait, message)
+        collected = self._spare or Collected()
+        self._spare = None
+        collected.can_wait = can_wait
         self._push(message, collected)
-        return None if collected.empty else collected
+        return self._awaited(collected, message)
+
+    def _awaited(self, collected: Collected, message: Message[Any]) -> Collected | None:
+        """What the caller must await for ``message``, if anything."""
+        if collected.waits is None and collected.turns is None and collected.refusal is None:
+            self._spare = collected
+            return None
+        collected.message = message
+        return collected
 
     def request(self, subject: AddressSubject, message: Message[Any]) -> None:
         """Push a request to one consumer of ``subject``; its answer comes through the reply
@@ -127,31 +142,38 @@ class Dispatch:
 
     def _push(self, message: Message[Any], collected: Collected | None) -> None:
         """Count ``message`` and push it into its Subjects, collecting what it sets off."""
-        address = message.address
-        routes = self.routes
         tasks = self.tasks
         outer, tasks.collecting = tasks.collecting, collected
         try:
             if message.kind == "publish":
-                subject = routes.routes.get(address)
-                matched = routes.matching(address) if routes.patterns else ()
-                if subject is None and not matched:
-                    ensure_concrete(address)  # (nobody hears it; a pattern is refused)
-                self.counts.published += 1
-                if subject is not None:
-                    subject.published += 1
-                    subject.on_next(message)
-                for pattern in matched:
-                    pattern.published += 1
-                    pattern.on_next(message)
+                self._published(message)
             else:
-                subject = routes.consumers_of(address)
+                subject = self.routes.consumers_of(message.address)
                 if subject is not None:
                     self.counts.sent += 1
                     subject.sent += 1
                     subject.on_next(message)
         finally:
             tasks.collecting = outer
+
+    def _published(self, message: Message[Any]) -> None:
+        address = message.address
+        routes = self.routes
+        subject = routes.routes.get(address)
+        if routes.patterns:
+            matched = routes.matching(address)
+        elif subject is None:
+            ensure_concrete(address)  # (nobody hears it; a pattern is refused)
+            matched = ()
+        else:
+            matched = ()
+        self.counts.published += 1
+        if subject is not None:
+            subject.published += 1
+            subject.on_next(message)
+        for pattern in matched:
+            pattern.published += 1
+            pattern.on_next(message)
 
     # -- what the caller awaits ------------------------------------------------------------
 
@@ -160,6 +182,7 @@ class Dispatch:
         for the handlers started in tasks and the room waited for; then raise the first
         refusal. Cancelling the caller does not cancel the handlers its message reached."""
         message = collected.message
+        assert message is not None
         turns = collected.turns or ()
         for index, endpoint in enumerate(turns):
             try:
@@ -187,7 +210,7 @@ class Dispatch:
 
     def _collect(self, push: Callable[[Message[Any]], None], message: Message[Any]) -> Collected:
         tasks = self.tasks
-        collected = Collected(True, message)
+        collected = Collected()
         outer, tasks.collecting = tasks.collecting, collected
         try:
             push(message)
