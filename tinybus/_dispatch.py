@@ -90,10 +90,19 @@ class Dispatch:
         collected = self._spare or Collected()
         self._spare = None
         collected.can_wait = can_wait
-        self._push(message, collected)
+        tasks = self.tasks
+        outer, tasks.collecting = tasks.collecting, collected
+        try:
+            self._published(message)
+        finally:
+            tasks.collecting = outer
         if self.transport is not None:
             self.transport.publish(message)
-        return self._awaited(collected, message)
+        if collected.waits is None and collected.turns is None and collected.refusal is None:
+            self._spare = collected  # nothing to await: kept for the next
+            return None
+        collected.message = message
+        return collected
 
     def send(
         self,

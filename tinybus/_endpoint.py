@@ -4,7 +4,7 @@ A message pushed into an address's Subject reaches each registration's endpoint 
 one), or the endpoint of one consumer (a sent or requested one). From there it goes through
 the registration's pipeline (``pipe=``), if any, and its mailbox (concurrency limit, buffer,
 pause), if any, to ``Endpoint.start``, or, for an inline registration, to the caller, which
-runs ``Endpoint.turn`` when it awaits. Both call the handler in ``_invoke``: the one place
+runs ``Endpoint.turn`` when it awaits. Both call the handler in ``Endpoint.call``: the one place
 where a handler is called, whatever the role, the mode or the kind of message. Its outcome
 goes to ``settle``/``settle_failure``: to the requester (through the request's ``Exchange``)
 for a request, else, for a failure, to ``bus.errors``.
@@ -55,13 +55,6 @@ FATAL = (KeyboardInterrupt, SystemExit)
 # in the caller's task (an inline turn), a handler's own cancellation is its failure only.
 ENDS_TASK = (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt, SystemExit)
 ENDS_CALLER = (GeneratorExit, KeyboardInterrupt, SystemExit)
-
-
-class _Nothing:
-    """What ``_invoke`` returns when the handler's outcome was handed on already."""
-
-
-NOTHING: Any = _Nothing()
 
 
 def is_awaitable(value: object) -> bool:
@@ -169,7 +162,7 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
     def on_next(self, value: Message[Any]) -> None:
         """A message pushed into the address's Subject reaches this registration."""
         if self.direct:
-            self.start(value)
+            self.call(value, False)
         elif not self.registered:
             return  # unregistered by a handler called before it, for this very message
         elif self.inline and self.pipeline is None and self.mailbox is None:
@@ -246,18 +239,7 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
     def start(self, item: Any) -> asyncio.Task[Any] | None:
         """Call the handler with ``item``; a coroutine it returns runs in a task of the bus's,
         which the caller under way collects. The task, if it is still running."""
-        result = self._invoke(item)
-        if result is NOTHING:
-            return None
-        tasks = self.tasks
-        message = item if self.items_are_messages else None
-        # A mailbox watches its tasks end, to start the next: they leave ``running`` then.
-        task = tasks.start(self.run(message, result, watched=self.mailbox is not None))
-        if task is not None:
-            collecting = tasks.collecting
-            if collecting is not None:
-                collecting.wait_for(task)
-        return task
+        return self.call(item, False)
 
     def turn(self, message: Message[Any]) -> Awaitable[Any] | None:
         """An inline handler's turn, in the caller's task: call it; what to await, if it
@@ -268,10 +250,63 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
             # close() ended its grace period while the turns before this one ran: like what
             # waits in a buffer then, the message is dropped and reported.
             self.counts.dropped += 1
-            self.report(message, MessageDroppedError(self, "closed"))
+            self.discard(message, MessageDroppedError(self, "closed"))
             return None
-        result = self._invoke(message)
-        return None if result is NOTHING else result
+        return self.call(message, True)
+
+    def call(self, item: Any, inline: bool) -> Any:
+        """The one place a handler is called: count the delivery, give the handler its
+        argument (validated), call it, catch what it raises, and hand the outcome on. What it
+        returns when that is awaitable is run in a task of the bus's (``run``), which the
+        caller under way collects, and the task is returned while it runs; or, for an inline
+        turn, returned for the caller to ``run``."""
+        self.delivered += 1
+        self.counts.delivered += 1
+        message: Message[Any] | None = None
+        accepts = self.accepts
+        if self.items_are_messages:
+            message = item
+            if item.kind == "request":
+                item.responder.source = self
+            if item.copies or (accepts is not None and type(item.body) is not accepts.exact):
+                try:
+                    argument = self._argument(item)
+                except MessageValidationError as exc:
+                    self.settle_failure(item, exc, False)
+                    return None
+            elif self.wants_message:
+                argument = item
+            else:
+                argument = item.body
+        elif accepts is None or type(item) is accepts.exact:
+            argument = item  # a body its pipeline let out
+        else:
+            try:
+                argument = accepts.check(item, self.address, PIPE_EMITTED)
+            except MessageValidationError as exc:
+                self.settle_failure(None, exc, False)
+                return None
+        try:
+            result = self.handler(argument)
+        except FATAL:
+            raise
+        except BaseException as exc:  # the handler's, even a CancelledError: it runs here
+            self.settle_failure(message, exc)
+            return None
+        if type(result) is not CoroutineType:
+            if result is None or not hasattr(result, "__await__"):
+                if message is not None and message.kind == "request":
+                    message.responder.settle(result)  # pyright: ignore[reportOptionalMemberAccess]
+                return None
+            result = _awaited(result)
+        if inline:
+            return result
+        tasks = self.tasks
+        # A mailbox watches its tasks end, to start the next: they leave ``running`` then.
+        task = tasks.start(self.run(message, result, True, self.mailbox is not None))
+        if task is not None and tasks.collecting is not None:
+            tasks.collecting.wait_for(task)
+        return task
 
     def _deliverable(self, item: Any) -> bool:
         """Whether ``item`` may reach a handler that takes messages: a message (a pipe may
@@ -296,51 +331,6 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
                 self.counts.dropped += 1
             return False
         return True
-
-    def _invoke(self, item: Any) -> Any:
-        """The one place a handler is called: count the delivery, give the handler its
-        argument (validated), call it and catch what it raises. Returns what it returned when
-        that is awaitable; otherwise hands the outcome on and returns ``NOTHING``."""
-        self.delivered += 1
-        self.counts.delivered += 1
-        message: Message[Any] | None = None
-        if self.items_are_messages:
-            message = item
-            if item.kind == "request":
-                item.responder.source = self
-            accepts = self.accepts
-            if not item.copies and (accepts is None or type(item.body) is accepts.exact):
-                argument = item if self.wants_message else item.body  # (as it is: valid)
-            else:
-                try:
-                    argument = self._argument(item)
-                except MessageValidationError as exc:
-                    self.settle_failure(item, exc, wrap=False)
-                    return NOTHING
-        else:
-            accepts = self.accepts
-            if accepts is None or type(item) is accepts.exact:
-                argument = item
-            else:
-                try:
-                    argument = accepts.check(item, self.address, PIPE_EMITTED)
-                except MessageValidationError as exc:
-                    self.settle_failure(None, exc, wrap=False)
-                    return NOTHING
-        try:
-            result = self.handler(argument)
-        except FATAL:
-            raise
-        except BaseException as exc:  # the handler's, even a CancelledError: it runs here
-            self.settle_failure(message, exc)
-            return NOTHING
-        if type(result) is CoroutineType:
-            return result
-        if result is not None and hasattr(result, "__await__"):
-            return _awaited(result)
-        if message is not None and message.kind == "request":
-            message.responder.settle(result)  # pyright: ignore[reportOptionalMemberAccess]
-        return NOTHING
 
     def _argument(self, message: Message[Any]) -> Any:
         """What the handler is given: the body or the message, validated against its declared

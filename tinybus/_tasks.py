@@ -35,17 +35,12 @@ class Collected:
 
     __slots__ = ("can_wait", "message", "refusal", "turns", "waits")
 
-    def __init__(self, can_wait: bool, message: Message[Any]) -> None:
-        self.can_wait = can_wait  # False: a caller that will not await (publish_nowait)
-        self.message = message
+    def __init__(self) -> None:
+        self.can_wait = True  # False: a caller that will not await (publish_nowait)
+        self.message: Message[Any] | None = None  # set once there is something to await
         self.waits: list[asyncio.Future[Any]] | None = None  # (made when needed)
         self.turns: list[Endpoint] | None = None  # inline endpoints, called in order
         self.refusal: BaseException | None = None
-
-    @property
-    def empty(self) -> bool:
-        """Whether there is nothing for the caller to await."""
-        return self.waits is None and self.turns is None and self.refusal is None
 
     def wait_for(self, future: asyncio.Future[Any]) -> None:
         if self.waits is None:
