@@ -138,6 +138,18 @@ class Exchange:
         self.task: asyncio.Task[Any] | None = None  # an inline turn's, cancelled at the deadline
         self.timed_out = False
 
+    @classmethod
+    def of_leg(
+        cls,
+        reply_address: str,
+        address: str,
+        sink: Callable[[Reply], None],
+        conversations: Conversations,
+        source: Endpoint | None,
+    ) -> Exchange:
+        """A conversation's leg: a reply that awaits an answer at ``reply_address``."""
+        return cls(reply_address, address, sink, conversations, source, leg=True)
+
     # -- the answering side ----------------------------------------------------------------
 
     def is_awaited(self) -> bool:

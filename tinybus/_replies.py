@@ -78,7 +78,8 @@ class ReplyTable(abc.ObserverBase[Reply]):
         exchange.abandoned = True
         if self.pending.get(exchange.reply_address) is exchange:
             del self.pending[exchange.reply_address]
-        self.deadlines.release(exchange)
+        if exchange.scheduled:
+            self.deadlines.release(exchange)
         future = exchange.future
         if future is not None and not future.done():
             # A requester that stops waiting without being cancelled (its coroutine closed)
@@ -140,7 +141,12 @@ class ReplyTable(abc.ObserverBase[Reply]):
                 future.set_result(reply)
             else:
                 future.set_exception(reply.error)
-        self._count(reply)
+        if reply.error is None:  # (_count's most common case)
+            self._counts.replied += 1
+            if reply.source is not None:
+                reply.source.replied += 1
+        else:
+            self._count(reply)
 
     def is_waited(self, reply_address: str) -> bool:
         """Whether someone still waits for an answer at ``reply_address``."""

@@ -76,7 +76,7 @@ class Requests:
             reply_address: str = message.reply_address  # type: ignore[assignment]
             exchange = message.responder = Exchange(reply_address, address, replies.push, self)
             subject = self.routes.consumers_of(address)
-            replies.open(exchange)
+            replies.pending[reply_address] = exchange  # (ReplyTable.open)
             exchange.timeout = timeout
             exchange.deadline = replies.clock() + timeout  # read before any handler runs
             try:
@@ -86,8 +86,8 @@ class Requests:
                     raise HandlerNotFoundError(address)
                 reply = exchange.outcome
                 if reply is not None:  # answered while being sent: no future, no timer
-                    replies.close(exchange)
-                    reply = self._in_time(exchange, reply)
+                    if replies.clock() >= exchange.deadline:
+                        reply = self._late(exchange, reply)
                 elif exchange.turn is not None:
                     reply = await self._turn(exchange, message)
                 else:
@@ -110,11 +110,9 @@ class Requests:
                 return self.reply_message(reply, answer)
             return answer
 
-    def _in_time(self, exchange: Exchange, reply: Reply) -> Reply:
+    def _late(self, exchange: Exchange, reply: Reply) -> Reply:
         """An answer given while its request was being made, at or after the deadline (a
         handler that blocked the loop), is late: the requester times out instead."""
-        if self.replies.clock() < exchange.deadline:
-            return reply
         self.replies.take_back(reply)
         timed_out = HandlerTimeoutError(exchange.address, exchange.timeout)
         return Reply(exchange.reply_address, None, timed_out, reply.source)
@@ -145,7 +143,9 @@ class Requests:
         self.replies.close(exchange)
         if reply is None:  # the bus closed while the handler ran
             return Reply(exchange.reply_address, None, closed_before_reply(exchange), None)
-        return self._in_time(exchange, reply)
+        if self.replies.clock() >= exchange.deadline:
+            return self._late(exchange, reply)
+        return reply
 
     # -- conversations ---------------------------------------------------------------------
 
@@ -159,13 +159,8 @@ class Requests:
         next_address = reply.next_address
         if next_address is not None:
             message.reply_address = next_address
-            message.responder = Exchange(
-                next_address,
-                reply.reply_address,
-                self.replies.push,
-                self,
-                source=source,
-                leg=True,
+            message.responder = Exchange.of_leg(
+                next_address, reply.reply_address, self.replies.push, self, source
             )
         return message
 
@@ -186,9 +181,7 @@ class Requests:
             # answer, so fail now rather than wait out the timeout, as Vert.x does.
             raise nobody_awaits(reply_address)
         next_address = REPLY_PREFIX + new_message_id()
-        waiting = Exchange(
-            next_address, reply_address, replies.push, self, source=answering.source, leg=True
-        )
+        waiting = Exchange.of_leg(next_address, reply_address, replies.push, self, answering.source)
         replies.open(waiting)
         waiting.timeout = timeout
         waiting.deadline = replies.clock() + timeout
