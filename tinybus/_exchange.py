@@ -6,7 +6,7 @@ awaits an answer in a conversation (``reply_and_request``). It has two sides:
 - the answering side (``Message.responder``): ``reply``, ``fail``, ``reply_and_request``, or
   the handler's outcome (``settle``, ``settle_failure``) give the answer once; the first one
   is pushed, as a ``Reply``, into the reply Subject (``sink``); later ones are ignored;
-- the waiting side, which the ``ReplyTable`` resolves when that ``Reply`` comes out of the
+- the waiting side, which the ``ReplySubject`` resolves when that ``Reply`` comes out of the
   reply Subject: ``outcome`` while the request is still being sent (no future is made for an
   answer given at once), else ``future``; ``deadline`` and its place in ``Deadlines``.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ._replies import ReplyTable
+from ._replies import ReplySubject
 from ._routes import Routes
 from ._scheduler import BusScheduler
 from ._tasks import Tasks
@@ -15,7 +15,7 @@ from .stats import AddressStats, BusStats, Counters, HandlerStats
 def bus_stats(
     routes: Routes,
     counts: Counters,
-    replies: ReplyTable,
+    replies: ReplySubject,
     tasks: Tasks,
     scheduler: BusScheduler,
 ) -> BusStats:
@@ -54,7 +54,7 @@ def bus_stats(
     )
 
 
-def bus_repr(closed: bool, routes: Routes, counts: Counters, replies: ReplyTable, tasks: Tasks) -> str:
+def bus_repr(closed: bool, routes: Routes, counts: Counters, replies: ReplySubject, tasks: Tasks) -> str:
     state = "closed" if closed else "open"
     return (
         f"<EventBus {state}: {len(routes.routes) + len(routes.patterns)} "

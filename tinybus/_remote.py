@@ -9,7 +9,7 @@ from typing import Any
 from ._dispatch import Dispatch
 from ._exchange import Conversations, Exchange, Reply
 from ._loop import LoopBinding
-from ._replies import ReplyTable
+from ._replies import ReplySubject
 from ._routes import Routes
 from .errors import BusClosedError, HandlerNotFoundError
 from .message import Message
@@ -28,7 +28,7 @@ class Remote:
         binding: LoopBinding,
         routes: Routes,
         dispatch: Dispatch,
-        replies: ReplyTable,
+        replies: ReplySubject,
         conversations: Conversations,
     ) -> None:
         self.binding = binding

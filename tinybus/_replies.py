@@ -1,11 +1,11 @@
 """The reply Subject, and the exchanges waiting for what comes out of it.
 
 Every answer (a consumer's reply or failure, a conversation's next leg) is pushed, as a
-``Reply``, into ``ReplyTable.subject``, a ``LoopSubject``. Its first observer, the table,
-finds the ``Exchange`` waiting at the reply's address and resolves it: ``outcome`` while the
-request is being sent, else its future. While ``observe_all()`` has subscribers, a relay
-attached before the table shows them every reply too. An answer nobody waits for any more is
-late: dropped, or, for a failure, reported on ``bus.errors``.
+``Reply``, into the bus's ``ReplySubject``. It finds the ``Exchange`` waiting at the reply's
+address and resolves it (``outcome`` while the request is being sent, else its future), then
+shows the reply to its observers: the relay of ``observe_all()``, while that has subscribers.
+An answer nobody waits for any more is late: dropped, or, for a failure, reported on
+``bus.errors``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from reactivex import abc
-
 from ._deadlines import Deadlines
 from ._exchange import Exchange, Reply, nobody_awaits
 from ._subject import LoopSubject
@@ -30,22 +28,22 @@ from .stats import Counters
 logger = logging.getLogger("tinybus")
 
 
-class ReplyTable(abc.ObserverBase[Reply]):
-    """Exchanges by reply address; the observer of the reply Subject that resolves them."""
+class ReplySubject(LoopSubject[Reply]):
+    """The reply Subject: a ``LoopSubject`` that resolves, first, the exchange waiting at each
+    reply's address (``pending``, by reply address)."""
 
     def __init__(
         self,
         get_loop: Callable[[], asyncio.AbstractEventLoop],
         counts: Counters,
     ) -> None:
+        super().__init__(_on_observer_error)
         self._get_loop = get_loop
         self.clock: Callable[[], float] = time.monotonic  # the loop's (loop_clock), once bound
         self._counts = counts
         self.pending: dict[str, Exchange] = {}
         self.deadlines: Deadlines[Exchange] = Deadlines(get_loop, self._expire)
-        self.subject: LoopSubject[Reply] = LoopSubject(self._on_observer_error)
-        self.subject.attach(self)
-        self.push: Callable[[Reply], None] = self.subject.on_next  # every answer's way back
+        self.push: Callable[[Reply], None] = self.on_next  # every answer's way back
 
     # -- the waiting side ----------------------------------------------------------------
 
@@ -114,50 +112,42 @@ class ReplyTable(abc.ObserverBase[Reply]):
             if asking is not None and asking.future is not None and not asking.future.done():
                 asking.future.set_exception(nobody_awaits(exchange.reply_address))
 
-    # -- the reply Subject's observer ----------------------------------------------------
+    # -- answers pushed in -------------------------------------------------------------------
 
     def on_next(self, value: Reply) -> None:
-        """Resolve the exchange that ``value`` answers, or drop it as late."""
+        """Resolve the exchange that ``value`` answers (or drop it as late), then show it to
+        the observers."""
         reply = value
         exchange = self.pending.get(reply.reply_address)
-        if exchange is None or exchange.abandoned:
+        future = None if exchange is None else exchange.future
+        if exchange is None or exchange.abandoned or (future is not None and future.done()):
             self._drop_late(reply)
-            return
-        future = exchange.future
-        if future is None:
-            exchange.outcome = reply  # answered while being sent: the requester reads it
-        elif future.done():
-            self._drop_late(reply)
-            return
-        elif self.clock() >= exchange.deadline:
+        elif future is not None and self.clock() >= exchange.deadline:
             # Past its deadline, the timer just has not run yet (a busy loop): a timeout
             # never comes late, so this reply is the late one.
             self._expire(exchange)
             self._drop_late(reply)
-            return
         else:
-            exchange.outcome = reply
-            if reply.error is None:
-                future.set_result(reply)
+            exchange.outcome = reply  # (answered while being sent: the requester reads it)
+            error = reply.error
+            if future is not None:
+                if error is None:
+                    future.set_result(reply)
+                else:
+                    future.set_exception(error)
+            if error is None:  # (_count's most common case)
+                self._counts.replied += 1
+                if reply.source is not None:
+                    reply.source.replied += 1
             else:
-                future.set_exception(reply.error)
-        if reply.error is None:  # (_count's most common case)
-            self._counts.replied += 1
-            if reply.source is not None:
-                reply.source.replied += 1
-        else:
-            self._count(reply)
+                self._count(reply)
+        if self._observers:
+            LoopSubject.on_next(self, reply)
 
     def is_waited(self, reply_address: str) -> bool:
         """Whether someone still waits for an answer at ``reply_address``."""
         exchange = self.pending.get(reply_address)
         return exchange is not None and exchange.waited()
-
-    def on_error(self, error: Exception) -> None:
-        """The reply Subject never errors."""
-
-    def on_completed(self) -> None:
-        """The bus closed; waiting exchanges were failed already."""
 
     def take_back(self, reply: Reply) -> None:
         """An outcome caught while its request was sent arrived at or after its deadline (a
@@ -192,9 +182,6 @@ class ReplyTable(abc.ObserverBase[Reply]):
             if source is not None:
                 source.failed += step
 
-    def _on_observer_error(self, exc: Exception, observer: object, value: object) -> None:
-        logger.error("resolving a reply failed", exc_info=exc)
-
     # -- the bus closing ---------------------------------------------------------------------
 
     def fail_all(self) -> None:
@@ -212,6 +199,10 @@ class ReplyTable(abc.ObserverBase[Reply]):
         """Forget what belonged to a previous, closed event loop."""
         self.pending.clear()
         self.deadlines = Deadlines(self._get_loop, self._expire)
+
+
+def _on_observer_error(exc: Exception, observer: object, value: object) -> None:
+    logger.error("an observer of the reply Subject raised", exc_info=exc)
 
 
 def closed_before_reply(exchange: Exchange) -> BusClosedError:

@@ -18,7 +18,7 @@ from typing import Any
 from ._dispatch import Dispatch
 from ._exchange import Exchange, Reply, nobody_awaits
 from ._loop import LoopBinding
-from ._replies import ReplyTable, closed_before_reply
+from ._replies import ReplySubject, closed_before_reply
 from ._routes import Routes
 from ._transport import Transport
 from ._validation import validator_for
@@ -45,7 +45,7 @@ class Requests:
         binding: LoopBinding,
         routes: Routes,
         dispatch: Dispatch,
-        replies: ReplyTable,
+        replies: ReplySubject,
         default_timeout: float,
         transport: Transport | None,
     ) -> None:
@@ -76,7 +76,7 @@ class Requests:
             reply_address: str = message.reply_address  # type: ignore[assignment]
             exchange = message.responder = Exchange(reply_address, address, replies.push, self)
             subject = self.routes.consumers_of(address)
-            replies.pending[reply_address] = exchange  # (ReplyTable.open)
+            replies.pending[reply_address] = exchange  # (ReplySubject.open)
             exchange.timeout = timeout
             exchange.deadline = replies.clock() + timeout  # read before any handler runs
             try:

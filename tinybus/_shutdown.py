@@ -23,7 +23,7 @@ from typing import Any
 from ._failures import Failures
 from ._loop import LoopBinding
 from ._registry import Registry
-from ._replies import ReplyTable
+from ._replies import ReplySubject
 from ._routes import Routes
 from ._scheduler import BusScheduler
 from ._taps import Taps
@@ -44,7 +44,7 @@ class Shutdown:
         self,
         binding: LoopBinding,
         tasks: Tasks,
-        replies: ReplyTable,
+        replies: ReplySubject,
         registry: Registry,
         routes: Routes,
         scheduler: BusScheduler,

@@ -24,7 +24,7 @@ from ._loop import LoopBinding
 from ._patterns import ensure_concrete, is_pattern
 from ._registry import Registry
 from ._remote import Remote
-from ._replies import ReplyTable
+from ._replies import ReplySubject
 from ._requests import Requests
 from ._routes import Routes
 from ._scheduler import BusScheduler
@@ -94,8 +94,8 @@ class EventBus:
         self._scheduler = scheduler = BusScheduler(loop.get)
         self._tasks = tasks = Tasks(loop.get)
         self._routes = routes = Routes(failures.on_observer_error)
-        self._replies = replies = ReplyTable(loop.get, counts)
-        self._taps = taps = Taps(replies.subject)
+        self._replies = replies = ReplySubject(loop.get, counts)
+        self._taps = taps = Taps(replies)
         self._codecs = CodecRegistry()
         self._dispatch = Dispatch(routes, tasks, taps, self._codecs, counts, transport)
         self._registry = Registry(loop, routes, tasks, failures, scheduler, validate, transport)
