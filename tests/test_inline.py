@@ -11,6 +11,7 @@ import pytest
 
 from tests.clock import run_virtual
 from tinybus import (
+    BusClosedError,
     EventBus,
     HandlerExecutionError,
     HandlerFailure,
@@ -328,3 +329,28 @@ async def test_each_inline_handler_is_called_at_its_turn(
     assert [failure.handler for failure in failures] == [third]
     assert failures[0].message is not None
     assert failures[0].message.body == "not an int"
+
+
+async def test_close_ends_an_inline_consumers_request_at_once(bus: EventBus) -> None:
+    """Pending requests fail with ``BusClosedError`` when the bus closes: one whose inline
+    handler runs in its task too, which cancels that handler there."""
+    entered = asyncio.Event()
+    seen: list[str] = []
+
+    @bus.consumer("slow", inline=True)
+    async def slow(message: Message[int]) -> int:
+        entered.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        return 1
+
+    requester = asyncio.create_task(bus.request("slow", 1))
+    async with asyncio.timeout(5):
+        await entered.wait()
+        await bus.close()
+        with pytest.raises(BusClosedError):
+            await requester
+    assert seen == ["cancelled"]

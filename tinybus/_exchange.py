@@ -103,7 +103,7 @@ class Exchange:
         "source",
         "takes_turns",
         "task",
-        "timed_out",
+        "ended_by",
         "timeout",
         "turn",
     )
@@ -136,7 +136,8 @@ class Exchange:
         self.timeout = 0.0
         self.scheduled = False  # in Deadlines
         self.task: asyncio.Task[Any] | None = None  # an inline turn's, cancelled at the deadline
-        self.timed_out = False
+        # Why the bus cancelled an inline turn: its deadline came, or the bus closed.
+        self.ended_by: BaseException | None = None
 
     @classmethod
     def of_leg(

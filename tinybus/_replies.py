@@ -89,7 +89,7 @@ class ReplySubject(LoopSubject[Reply]):
         if self.pending.get(exchange.reply_address) is exchange:
             del self.pending[exchange.reply_address]
         if exchange.task is not None:  # an inline turn: the handler runs in the requester
-            exchange.timed_out = True
+            exchange.ended_by = HandlerTimeoutError(exchange.address, exchange.timeout)
             exchange.task.cancel()
             return
         future = exchange.future
@@ -194,6 +194,9 @@ class ReplySubject(LoopSubject[Reply]):
             future = exchange.future
             if future is not None and not future.done():
                 future.set_exception(closed_before_reply(exchange))
+            elif exchange.task is not None:  # an inline turn: ended as its deadline would
+                exchange.ended_by = closed_before_reply(exchange)
+                exchange.task.cancel()
 
     def reset(self) -> None:
         """Forget what belonged to a previous, closed event loop."""

@@ -134,8 +134,10 @@ class Requests:
                 try:
                     await endpoint.run(message, awaitable, own_task=False)
                 except asyncio.CancelledError:
-                    if exchange.timed_out and task.uncancel() == 0:
-                        raise HandlerTimeoutError(exchange.address, exchange.timeout) from None
+                    # The bus's cancellation (its deadline, or close()) becomes the
+                    # requester's outcome; any other stays a cancellation.
+                    if exchange.ended_by is not None and task.uncancel() == 0:
+                        raise exchange.ended_by from None
                     raise
                 finally:
                     exchange.task = None
