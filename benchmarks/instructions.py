@@ -219,7 +219,7 @@ def per_operation(name: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("filters", nargs="*", help="run the scenarios whose name has all these")
     parser.add_argument("--one", nargs=2, metavar=("SCENARIO", "COUNT"), help=argparse.SUPPRESS)
     parser.add_argument("--no-021", action="store_true", help="skip tinybus 0.2.1")

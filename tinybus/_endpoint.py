@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from reactivex import abc
 
-from ._carrier import Responder
 from ._failures import Failures
 from ._tasks import Tasks
 from ._validation import HandlerTypes
@@ -57,8 +56,8 @@ ENDS_TASK = (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt, SystemExi
 ENDS_CALLER = (GeneratorExit, KeyboardInterrupt, SystemExit)
 
 
-def is_awaitable(value: object) -> bool:
-    return type(value) is CoroutineType or (value is not None and hasattr(value, "__await__"))
+# For a type check that type checkers do not narrow on (the value stays what it was).
+COROUTINE: type = CoroutineType
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
@@ -293,17 +292,20 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         except BaseException as exc:  # the handler's, even a CancelledError: it runs here
             self.settle_failure(message, exc)
             return None
-        if type(result) is not CoroutineType:
-            if result is None or not hasattr(result, "__await__"):
-                if message is not None and message.kind == "request":
-                    message.responder.settle(result)  # pyright: ignore[reportOptionalMemberAccess]
-                return None
-            result = _awaited(result)
+        awaitable: Coroutine[Any, Any, Any]
+        if type(result) is COROUTINE:
+            awaitable = result
+        elif result is not None and hasattr(result, "__await__"):
+            awaitable = _awaited(result)
+        else:
+            if message is not None and message.kind == "request":
+                message.responder.settle(result)  # pyright: ignore[reportOptionalMemberAccess]
+            return None
         if inline:
-            return result
+            return awaitable
         tasks = self.tasks
         # A mailbox watches its tasks end, to start the next: they leave ``running`` then.
-        task = tasks.start(self.run(message, result, True, self.mailbox is not None))
+        task = tasks.start(self.run(message, awaitable, True, self.mailbox is not None))
         if task is not None and tasks.collecting is not None:
             tasks.collecting.wait_for(task)
         return task

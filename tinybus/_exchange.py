@@ -28,7 +28,6 @@ from .errors import (
     HandlerNotFoundError,
     ReplyFailedError,
 )
-from .headers import Headers
 from .message import EMPTY_HEADERS, Message
 
 if TYPE_CHECKING:
@@ -94,6 +93,7 @@ class Exchange:
         "answered",
         "conversations",
         "deadline",
+        "ended_by",
         "future",
         "leg",
         "outcome",
@@ -103,7 +103,6 @@ class Exchange:
         "source",
         "takes_turns",
         "task",
-        "ended_by",
         "timeout",
         "turn",
     )
@@ -188,8 +187,10 @@ class Exchange:
         self, body: object, headers: Mapping[str, str] | None, timeout: float | None
     ) -> Message[Any]:
         if self.answered:
-            what = f"the reply at {self.reply_address!r}" if self.leg else (
-                f"the request to {self.address!r}"
+            what = (
+                f"the reply at {self.reply_address!r}"
+                if self.leg
+                else (f"the request to {self.address!r}")
             )
             raise EventBusError(f"{what} was answered already")
         self.answered = True

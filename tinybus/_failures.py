@@ -47,7 +47,9 @@ class Failures:
         self.recent.append(failure)
         self.errors.on_next(failure)
 
-    def on_observer_error(self, exc: Exception, observer: abc.ObserverBase[Any], value: Any) -> None:
+    def on_observer_error(
+        self, exc: Exception, observer: abc.ObserverBase[Any], value: Any
+    ) -> None:
         """An observer of an address's stream (an ``observe()`` subscriber) raised."""
         if isinstance(value, Message):
             message: Message[Any] = value  # pyright: ignore[reportUnknownVariableType]

@@ -54,7 +54,9 @@ def bus_stats(
     )
 
 
-def bus_repr(closed: bool, routes: Routes, counts: Counters, replies: ReplySubject, tasks: Tasks) -> str:
+def bus_repr(
+    closed: bool, routes: Routes, counts: Counters, replies: ReplySubject, tasks: Tasks
+) -> str:
     state = "closed" if closed else "open"
     return (
         f"<EventBus {state}: {len(routes.routes) + len(routes.patterns)} "

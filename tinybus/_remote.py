@@ -40,7 +40,8 @@ class Remote:
     def receive(self, message: Message[Any], answer: Callable[[Reply], None] | None) -> None:
         address = message.address
         if message.kind == "request":
-            assert answer is not None and message.reply_address is not None
+            assert answer is not None
+            assert message.reply_address is not None
             exchange = Exchange(message.reply_address, address, answer, self.conversations)
             exchange.takes_turns = False  # nobody here awaits an inline turn
             message.responder = exchange
@@ -56,9 +57,7 @@ class Remote:
         if self.binding.closed:
             logger.debug("dropped a %s to %r from another process: closed", message.kind, address)
             return
-        if message.kind == "publish":
-            self.dispatch.deliver(message)
-        elif self.routes.consumers_of(address) is not None:
+        if message.kind == "publish" or self.routes.consumers_of(address) is not None:
             self.dispatch.deliver(message)
         else:
             logger.warning("a message sent to %r from another process found no consumer", address)

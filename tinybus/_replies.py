@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+
 from ._deadlines import Deadlines
 from ._exchange import Exchange, Reply, nobody_awaits
 from ._subject import LoopSubject
@@ -142,7 +143,7 @@ class ReplySubject(LoopSubject[Reply]):
             else:
                 self._count(reply)
         if self._observers:
-            LoopSubject.on_next(self, reply)
+            super().on_next(reply)
 
     def is_waited(self, reply_address: str) -> bool:
         """Whether someone still waits for an answer at ``reply_address``."""

@@ -12,6 +12,7 @@ requester's own task instead: the deadline cancels it there, as ``asyncio.timeou
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,8 +32,6 @@ from .errors import (
 from .headers import HeadersInput
 from .message import EMPTY_HEADERS, REPLY_PREFIX, Message, new_message_id
 from .options import DeliveryOptions, check_timeout
-
-import logging
 
 logger = logging.getLogger("tinybus")
 
@@ -151,9 +150,7 @@ class Requests:
 
     # -- conversations ---------------------------------------------------------------------
 
-    def reply_message(
-        self, reply: Reply, body: Any, source: Any = None
-    ) -> Message[Any]:
+    def reply_message(self, reply: Reply, body: Any, source: Any = None) -> Message[Any]:
         """A reply as a ``Message``; one that awaits an answer can be answered (``reply``,
         ``fail``, ``reply_and_request``), by ``source`` when that side is a consumer's."""
         message = Message(body, address=reply.reply_address, headers=reply.headers)

@@ -97,7 +97,7 @@ class AddressSubject(LoopSubject[Message[Any]]):
         if index is not None:
             _index_into(index, endpoint)
         elif self.consumers >= INDEX_FROM or self.listeners >= INDEX_FROM:
-            self.index = index = {}
+            index = self.index = dict[tuple[str, object], Endpoint]()
             for member in [*self.endpoints(), endpoint]:
                 _index_into(index, member)
         endpoint.subject = self
@@ -107,9 +107,7 @@ class AddressSubject(LoopSubject[Message[Any]]):
         index = self.index
         if index is not None and _hashable(handler):
             return (role, handler) in index  # (every hashable handler is in the index)
-        return any(
-            member.role == role and member.handler == handler for member in self.endpoints()
-        )
+        return any(member.role == role and member.handler == handler for member in self.endpoints())
 
     def remove(self, endpoint: Endpoint) -> None:
         if endpoint.subject is not self:
@@ -206,4 +204,3 @@ class Routes:
         self.routes.clear()
         self.patterns.clear()
         self._index = PatternIndex()
-

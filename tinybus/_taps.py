@@ -75,10 +75,7 @@ class Taps:
                     f"{type(replaced).__name__}; it must return a Message or None"
                 )
             changed: Message[Any] = replaced  # pyright: ignore[reportUnknownVariableType]
-            if (
-                changed.address != message.address
-                or changed.reply_address != message.reply_address
-            ):
+            if changed.address != message.address or changed.reply_address != message.reply_address:
                 raise ValueError(
                     f"interceptor {handler_name(interceptor)} changed the address of a message; "
                     "it may change headers (message.with_headers) but not where it goes"

@@ -31,9 +31,7 @@ if TYPE_CHECKING:
 class TransportHost(Protocol):
     """What a bus offers the transport that serves it."""
 
-    def receive(
-        self, message: Message[Any], answer: Callable[[Reply], None] | None
-    ) -> None:
+    def receive(self, message: Message[Any], answer: Callable[[Reply], None] | None) -> None:
         """Deliver a message from another process to the local handlers; ``answer`` is where
         the answer to a request goes."""
         ...

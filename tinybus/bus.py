@@ -99,7 +99,9 @@ class EventBus:
         self._codecs = CodecRegistry()
         self._dispatch = Dispatch(routes, tasks, taps, self._codecs, counts, transport)
         self._registry = Registry(loop, routes, tasks, failures, scheduler, validate, transport)
-        self._requests = Requests(loop, routes, self._dispatch, replies, self._default_timeout, transport)
+        self._requests = Requests(
+            loop, routes, self._dispatch, replies, self._default_timeout, transport
+        )
         self._shutdown = Shutdown(
             loop, tasks, replies, self._registry, routes, scheduler, taps, failures, transport
         )
@@ -380,13 +382,13 @@ class EventBus:
         """
         routed = self._routed(address)
         if timeout is not None:
-            timeout = check_timeout(timeout)
-        elif options is not None and check_delivery_options(options).timeout is not None:
-            timeout = options.timeout
+            seconds = check_timeout(timeout)
         else:
-            timeout = self._default_timeout
+            given = check_delivery_options(options)
+            given_timeout = None if given is None else given.timeout
+            seconds = self._default_timeout if given_timeout is None else given_timeout
         return await self._requests.request(
-            routed, body, headers, timeout, options, response_type, full  # type: ignore[arg-type]
+            routed, body, headers, seconds, options, response_type, full
         )
 
     @overload
@@ -526,8 +528,8 @@ class EventBus:
         """The address to route on, for a call that delivers now: checked (a str that names
         an address in use was checked when that was made), with the bus open and bound to the
         running loop."""
-        routed: str = (
-            address  # type: ignore[assignment]
+        routed = (
+            address
             if type(address) is str and address in self._routes.routes
             else to_address(address)
         )
@@ -606,7 +608,9 @@ class EventBus:
         routed = to_address(address)
         ensure_concrete(routed)
         defaults = check_delivery_options(options) or DeliveryOptions()
-        return Sender(self, routed, defaults.overlay(DeliveryOptions(headers=headers, timeout=timeout)))
+        return Sender(
+            self, routed, defaults.overlay(DeliveryOptions(headers=headers, timeout=timeout))
+        )
 
     def publisher(
         self,
@@ -652,4 +656,3 @@ def _check_grace(timeout: object) -> float:
     if (type(timeout) is float or type(timeout) is int) and timeout >= 0:
         return float(timeout)
     raise ValueError(f"close timeout must be a number of seconds >= 0, got {timeout!r}")
-

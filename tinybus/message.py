@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import secrets
 import sys
-from collections.abc import Mapping
 from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any, cast

@@ -27,7 +27,8 @@ def check_timeout(timeout: object, what: str = "timeout") -> float:
             except OverflowError:  # an int beyond any float
                 raise ValueError(
                     f"{what} is too large to be a number of seconds (an int of "
-                    f"{timeout.bit_length()} bits); use math.inf to wait for as long as it takes"
+                    f"{int(timeout).bit_length()} bits); use math.inf to wait for as long as "
+                    "it takes"
                 ) from None
         raise ValueError(f"{what} must be a positive number of seconds, got {timeout!r}")
     raise TypeError(
