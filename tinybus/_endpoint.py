@@ -74,8 +74,7 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         "counts",
         "delivered",
         "direct",
-        "end_callbacks",
-        "end_waiters",
+        "ends",
         "failed",
         "failures",
         "handler",
@@ -147,8 +146,9 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         # Consumers of one address form a ring, the order requests and sends take turns in.
         self.ring_next: Endpoint = self
         self.ring_previous: Endpoint = self
-        self.end_callbacks: list[Callable[[Registration], object]] = []
-        self.end_waiters: set[asyncio.Future[None]] = set()
+        # Called once when the registration ends (on_unregistered, wait_unregistered), by a
+        # key of their own, so that a wait given up takes itself out.
+        self.ends: dict[object, Callable[[Registration], object]] | None = None
 
     # -- from the Subject to the handler -------------------------------------------------
 
@@ -429,15 +429,11 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         """The registration ended: tell those who asked."""
         self.registered = False
         self.direct = False
-        callbacks, self.end_callbacks = self.end_callbacks, []
+        ends, self.ends = self.ends, None
         registration = self.registration
-        if registration is not None:
-            for callback in callbacks:
+        if ends and registration is not None:
+            for callback in ends.values():
                 call_ended(callback, registration)
-        waiters, self.end_waiters = self.end_waiters, set()
-        for waiter in waiters:
-            if not waiter.done() and not waiter.get_loop().is_closed():
-                waiter.set_result(None)
 
 
 def call_ended(callback: Callable[[Registration], object], registration: Registration) -> None:

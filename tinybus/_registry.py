@@ -74,7 +74,7 @@ class Registry:
             max_buffered=options.max_buffered,
             overflow=options.overflow,
         )
-        registration = endpoint.registration = Registration(endpoint, self.unregister, self.pause)
+        registration = endpoint.registration = Registration(endpoint, self)
         pipeline = None
         if options.pipe:
             pipeline = endpoint.pipeline = Pipeline(

@@ -76,6 +76,10 @@ class HandlerTypes:
         self.wants_message = wants_message
 
 
+# What handlers that declare no type have: shared, immutable in use.
+_UNTYPED = {flag: HandlerTypes(None, None, flag) for flag in (False, True)}
+
+
 def read_handler_types(handler: Callable[..., Any], role: str, validate: bool) -> HandlerTypes:
     """Read ``handler``'s annotations. A consumer's parameter is ``Message[T]``; a listener's
     is the body ``T``, or ``Message[T]`` when it wants the whole message.
@@ -87,7 +91,7 @@ def read_handler_types(handler: Callable[..., Any], role: str, validate: bool) -
     is_message = _is_message_annotation(parameter)
     wants_message = role == "consumer" or is_message
     if not validate:
-        return HandlerTypes(None, None, wants_message)
+        return _UNTYPED[wants_message]
     if is_message:
         body_type: Any = (get_args(parameter) or (Any,))[0]
     else:
@@ -98,6 +102,8 @@ def read_handler_types(handler: Callable[..., Any], role: str, validate: bool) -
     # ``-> None`` declares no reply type: such a consumer answers with message.reply(...).
     if role == "consumer" and not _unchecked(reply_type) and reply_type not in (None, NoneType):
         returns = validator_for(reply_type)
+    if accepts is None and returns is None:
+        return _UNTYPED[wants_message]
     return HandlerTypes(accepts, returns, wants_message)
 
 

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._endpoint import call_ended
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
     from ._flow import Overflow
+
+
+class Registrations(Protocol):
+    """What a registration asks of the bus that made it."""
+
+    def unregister(self, endpoint: Endpoint) -> None: ...
+
+    def pause(self, endpoint: Endpoint) -> None: ...
 
 
 class Registration:
@@ -26,17 +34,11 @@ class Registration:
     calls, successful replies and failures.
     """
 
-    __slots__ = ("_endpoint", "_pause", "_unregister")
+    __slots__ = ("_bus", "_endpoint")
 
-    def __init__(
-        self,
-        endpoint: Endpoint,
-        unregister: Callable[[Endpoint], None],
-        pause: Callable[[Endpoint], None],
-    ) -> None:
+    def __init__(self, endpoint: Endpoint, bus: Registrations) -> None:
         self._endpoint = endpoint
-        self._unregister = unregister
-        self._pause = pause
+        self._bus = bus
 
     @property
     def address(self) -> str:
@@ -98,7 +100,7 @@ class Registration:
         """Stop handling messages; they wait in the buffer until ``resume()``. Does nothing
         once unregistered."""
         if self._endpoint.registered:
-            self._pause(self._endpoint)
+            self._bus.pause(self._endpoint)
 
     def resume(self) -> None:
         """Handle the waiting messages (in order, within ``max_concurrency``) and the next."""
@@ -108,14 +110,17 @@ class Registration:
 
     def unregister(self) -> None:
         if self._endpoint.registered:
-            self._unregister(self._endpoint)
+            self._bus.unregister(self._endpoint)
 
     def on_unregistered(self, callback: Callable[[Registration], object]) -> None:
         """Call ``callback(registration)`` once, when this registration ends: unregistered,
         its pipeline completed or failed for good, or the bus closed. Called at once if it
         has ended already."""
-        if self._endpoint.registered:
-            self._endpoint.end_callbacks.append(callback)
+        endpoint = self._endpoint
+        if endpoint.registered:
+            if endpoint.ends is None:
+                endpoint.ends = {}
+            endpoint.ends[object()] = callback
         else:
             call_ended(callback, self)
 
@@ -126,11 +131,19 @@ class Registration:
         if not endpoint.registered:
             return
         ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        endpoint.end_waiters.add(ended)
+
+        def end(_: Registration) -> None:
+            if not ended.done() and not ended.get_loop().is_closed():
+                ended.set_result(None)
+
+        if endpoint.ends is None:
+            endpoint.ends = {}
+        endpoint.ends[ended] = end
         try:
             await ended
         finally:
-            endpoint.end_waiters.discard(ended)
+            if endpoint.ends is not None:
+                endpoint.ends.pop(ended, None)
 
     def __repr__(self) -> str:
         state = "registered" if self.is_registered else "unregistered"
