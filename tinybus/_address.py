@@ -72,3 +72,7 @@ def _refuse(address: str) -> str:
         f"an address must be at most {MAX_ADDRESS_LENGTH} characters, got one of "
         f"{len(address)} starting {address[:40]!r}"
     )
+
+
+type AnyAddress = AddressLike | TypedAddress
+"""What every call that takes an address accepts."""

@@ -3,9 +3,9 @@
 A message pushed into an address's Subject reaches each registration's endpoint (a published
 one), or the endpoint of one consumer (a sent or requested one). From there it goes through
 the registration's pipeline (``pipe=``), if any, and its mailbox (concurrency limit, buffer,
-pause), if any, to ``Endpoint.start``, or, for an inline registration, to the caller, which
-runs ``Endpoint.turn`` when it awaits. Both call the handler in ``Endpoint.call``: the one place
-where a handler is called, whatever the role, the mode or the kind of message. Its outcome
+pause), if any, to ``Endpoint.call``, or, for an inline registration, to the caller, which
+runs ``Endpoint.turn`` when it awaits, which calls ``Endpoint.call`` too: the one place where
+a handler is called, whatever the role, the mode or the kind of message. Its outcome
 goes to ``settle``/``settle_failure``: to the requester (through the request's ``Exchange``)
 for a request, else, for a failure, to ``bus.errors``.
 """
@@ -24,7 +24,6 @@ from ._failures import Failures
 from ._tasks import Tasks
 from ._validation import HandlerTypes
 from .errors import (
-    BufferFullError,
     EventBusError,
     HandlerExecutionError,
     HandlerFailure,
@@ -96,7 +95,6 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         "role",
         "subject",
         "tasks",
-        "types",
         "wants_message",
     )
 
@@ -118,7 +116,6 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         self.address = address
         self.handler = handler
         self.role = role
-        self.types = types
         self.accepts = types.accepts  # (the handler's types, read once at registration)
         self.returns = types.returns
         self.wants_message = types.wants_message
@@ -176,7 +173,7 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         elif self.mailbox is not None:
             self.mailbox.offer(message)
         else:
-            self.start(message)
+            self.call(message, False)
 
     def on_error(self, error: Exception) -> None:
         """Address subjects never error; nothing to do."""
@@ -189,15 +186,13 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         assert pipeline is not None
         if not self.pipe_messages:
             pipeline.push(own_copy(message.body) if message.copies else message.body)
-            return
-        responder = message.responder
-        if responder is None or message.kind != "request":
+        elif message.kind != "request":
             pipeline.push(message)  # (a copy, if asked for, is made at the handler)
-            return
-        error = pipeline.push_request(message)
-        if error is not None:
+        elif (error := pipeline.push_request(message)) is not None:
             # A rejection is the requester's failure; an operator's failure was reported (and
             # counted) on bus.errors already, and is given to the requester too.
+            responder = message.responder
+            assert responder is not None
             if isinstance(error, EventBusError):
                 responder.settle_failure(error, False)
             else:
@@ -212,10 +207,10 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
 
     def dispatch(self, item: Any) -> asyncio.Task[Any] | None:
         """What a pipeline let out, or a mailbox started, to the handler if it still may:
-        ``start``, unless ``_deliverable`` says otherwise."""
+        ``call``, unless ``_deliverable`` says otherwise."""
         if self.items_are_messages and not self._deliverable(item):
             return None
-        return self.start(item)
+        return self.call(item, False)
 
     def _wait_for_turn(self, message: Message[Any]) -> None:
         """An inline handler is called at its turn by the caller that awaits the message:
@@ -225,20 +220,15 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
             if responder.takes_turns:
                 responder.turn = self
             else:
-                self.start(message)
+                self.call(message, False)
             return
         collecting = self.tasks.collecting
         if collecting is not None and collecting.can_wait:
             collecting.take_turn(self)
         else:
-            self.start(message)
+            self.call(message, False)
 
     # -- calling the handler ---------------------------------------------------------------
-
-    def start(self, item: Any) -> asyncio.Task[Any] | None:
-        """Call the handler with ``item``; a coroutine it returns runs in a task of the bus's,
-        which the caller under way collects. The task, if it is still running."""
-        return self.call(item, False)
 
     def turn(self, message: Message[Any]) -> Awaitable[Any] | None:
         """An inline handler's turn, in the caller's task: call it; what to await, if it
@@ -382,15 +372,10 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
     ) -> None:
         """The handler raised ``exc`` (or its argument was invalid: ``wrap=False``): the
         requester's answer for a request, else a failure on ``bus.errors``."""
-        responder = None if message is None else message.responder
-        if (
-            responder is None
-            or message is None
-            or message.kind != "request"
-            or not responder.settle_failure(exc, wrap)
-        ):
-            # Nobody awaits it (a requester that has its answer already included).
+        if message is None or message.kind != "request":
             self.report(message, exc)
+        elif not message.responder.settle_failure(exc, wrap):  # type: ignore[union-attr]
+            self.report(message, exc)  # its requester has its answer already
 
     def report(self, message: Message[Any] | None, exc: BaseException) -> None:
         """A failure nobody awaits (drops are counted where they happen)."""
@@ -411,17 +396,6 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
             self.report(message, error)
         else:
             self.report(None, error)
-
-    def refuse(self, item: Any, error: BufferFullError) -> None:
-        """A full buffer under ``overflow="error"`` refused ``item``: its sender gets the
-        error (a publish or send raises it last; a requester fails at once)."""
-        collecting = self.tasks.collecting
-        is_request = type(item) is Message and item.kind == "request"
-        if collecting is not None and not is_request:
-            if collecting.refusal is None:
-                collecting.refusal = error
-        else:
-            self.discard(item, error)
 
     # -- ending ----------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import BufferFullError, MessageDroppedError
+from .message import Message
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
@@ -108,7 +109,18 @@ class Mailbox:
         else:
             self.dropped += 1
             self.endpoint.counts.dropped += 1
-            self.endpoint.refuse(item, BufferFullError(self.endpoint))
+            self._refuse(item, BufferFullError(self.endpoint))
+
+    def _refuse(self, item: Any, error: BufferFullError) -> None:
+        """Under ``overflow="error"``, a full buffer refuses ``item``: its sender gets the
+        error (a publish or send raises it last; a requester fails at once)."""
+        collecting = self.tasks.collecting
+        is_request = type(item) is Message and item.kind == "request"
+        if collecting is not None and not is_request:
+            if collecting.refusal is None:
+                collecting.refusal = error
+        else:
+            self.endpoint.discard(item, error)
 
     def _hold_caller(self) -> asyncio.Future[None] | None:
         """A future the caller under way awaits before it returns; None when nobody waits."""

@@ -4,64 +4,43 @@ job it is (see ``docs/architecture.md``)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from enum import Enum
-from functools import partial
 from types import TracebackType
-from typing import Any, Literal, Self, Unpack, overload
+from typing import Any, Self
 
-import reactivex
-from reactivex import Observable, abc
-from reactivex.disposable import Disposable
+from reactivex import abc
 
-from ._address import AddressLike, TypedAddress, to_address
+from ._address import AnyAddress, to_address
 from ._deadlines import loop_clock
-from ._dispatch import Dispatch, raise_refusal
-from ._endpoint import Role
+from ._dispatch import Dispatch
 from ._failures import Failures
 from ._inspect import bus_repr, bus_stats
 from ._loop import LoopBinding
-from ._patterns import ensure_concrete, is_pattern
+from ._patterns import ensure_concrete
+from ._registering import Registering
 from ._registry import Registry
 from ._remote import Remote
 from ._replies import ReplySubject
 from ._requests import Requests
 from ._routes import Routes
 from ._scheduler import BusScheduler
+from ._sending import Sending
 from ._shutdown import Shutdown
-from ._subject import LoopSubject
-from ._taps import Interceptor, Taps
+from ._taps import Taps
 from ._tasks import Tasks
-from ._threads import call_threadsafe, checked_from_thread
 from ._transport import Transport
-from .addresses import Address, Event
+from ._watching import Watching
 from .codecs import CodecRegistry, MessageCodec
 from .errors import HandlerFailure
 from .headers import HeadersInput
-from .message import Envelope, Message
-from .options import DeliveryOptions, RegistrationOptions, check_delivery_options, check_timeout
+from .options import DeliveryOptions, check_delivery_options, check_timeout
 from .producers import Publisher, Sender
-from .registration import Registration
 from .stats import BusStats, Counters
-
-type ConsumerHandler = Callable[[Message[Any]], Any]
-type Listener = Callable[[Any], Any]
-type TypedConsumer[Req, Rep] = Callable[[Message[Req]], Rep | Awaitable[Rep]]
-type TypedListener[B] = Callable[[B], object]
-type AnyAddress = AddressLike | TypedAddress
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CLOSE_TIMEOUT = 5.0
 
 
-class _Omitted(Enum):
-    """The default of ``consumer``'s and ``on``'s handler: omitted, they return a decorator
-    (so that an explicit ``None`` is refused, not taken for "omitted")."""
-
-    HANDLER = "no handler given"
-
-
-class EventBus:
+class EventBus(Registering, Watching, Sending):
     """An event bus: request-response, publish-subscribe and point-to-point send.
 
     The bus can be built anywhere, with or without a running event loop; it binds to the loop
@@ -130,413 +109,6 @@ class EventBus:
     @property
     def default_timeout(self) -> float:
         return self._default_timeout
-
-    # -- registering -----------------------------------------------------------------------
-
-    @overload
-    def consumer[Req, Rep](
-        self, address: Address[Req, Rep], **options: Unpack[RegistrationOptions]
-    ) -> Callable[[TypedConsumer[Req, Rep]], TypedConsumer[Req, Rep]]: ...
-    @overload
-    def consumer[Req, Rep](
-        self,
-        address: Address[Req, Rep],
-        handler: TypedConsumer[Req, Rep],
-        **options: Unpack[RegistrationOptions],
-    ) -> Registration: ...
-    @overload
-    def consumer[H: ConsumerHandler](
-        self, address: AddressLike, **options: Unpack[RegistrationOptions]
-    ) -> Callable[[H], H]: ...
-    @overload
-    def consumer(
-        self, address: AddressLike, handler: ConsumerHandler, **options: Unpack[RegistrationOptions]
-    ) -> Registration: ...
-    def consumer(
-        self,
-        address: AnyAddress,
-        handler: ConsumerHandler | _Omitted = _Omitted.HANDLER,
-        **options: Unpack[RegistrationOptions],
-    ) -> Any:
-        """Register ``handler`` as a consumer of ``address``; as a decorator when ``handler`` is
-        omitted (the function is returned unchanged).
-
-        The handler receives the ``Message``; its return value (awaited if awaitable) is the
-        reply to a request. It also receives messages published to the address. When it
-        annotates ``Message[T]`` and a return type, bodies and replies are validated against
-        them (unless ``validate=False``). See ``RegistrationOptions`` for ``pipe``, flow
-        control and ``inline``. A consumer's address is exact, never a pattern.
-        """
-        return self._register_or_decorate(address, handler, "consumer", options)
-
-    @overload
-    def on[B](
-        self, address: Event[B], **options: Unpack[RegistrationOptions]
-    ) -> Callable[[TypedListener[B]], TypedListener[B]]: ...
-    @overload
-    def on[B](
-        self, address: Event[B], listener: TypedListener[B], **options: Unpack[RegistrationOptions]
-    ) -> Registration: ...
-    @overload
-    def on[L: Listener](
-        self, address: AddressLike, **options: Unpack[RegistrationOptions]
-    ) -> Callable[[L], L]: ...
-    @overload
-    def on(
-        self, address: AddressLike, listener: Listener, **options: Unpack[RegistrationOptions]
-    ) -> Registration: ...
-    def on(
-        self,
-        address: AnyAddress,
-        listener: Listener | _Omitted = _Omitted.HANDLER,
-        **options: Unpack[RegistrationOptions],
-    ) -> Any:
-        """Register ``listener`` for messages published to ``address``, or to every address
-        matching a pattern (``user.*``: one segment, ``user.>``: one or more); as a decorator
-        when ``listener`` is omitted.
-
-        The listener receives the message body, validated against its parameter's annotation;
-        annotated ``Message[T]``, it receives the whole message. With ``pipe=[...]``, the
-        bodies (or messages) flow through those reactivex operators first, and the listener
-        receives what comes out. See ``RegistrationOptions`` for flow control.
-        """
-        return self._register_or_decorate(address, listener, "listener", options)
-
-    def _register_or_decorate(
-        self,
-        address: AnyAddress,
-        handler: Callable[..., Any] | _Omitted,
-        role: Role,
-        options: RegistrationOptions,
-    ) -> Any:
-        routed = to_address(address)
-        if handler is not _Omitted.HANDLER:  # (an explicit None is refused by register)
-            return self._registry.register(routed, handler, role, options)
-
-        def decorate[F: Callable[..., Any]](function: F) -> F:
-            self._registry.register(routed, function, role, options)
-            return function
-
-        return decorate
-
-    def get_consumers(self) -> list[str]:
-        """The addresses that have at least one consumer."""
-        return [address for address, subject in self._routes.routes.items() if subject.consumers]
-
-    def get_listeners(self, address: AnyAddress) -> list[Callable[..., Any]]:
-        """The listeners of ``address``, in registration order."""
-        subject = self._routes.find(to_address(address))
-        endpoints = [] if subject is None else subject.endpoints()
-        return [endpoint.handler for endpoint in endpoints if endpoint.role == "listener"]
-
-    def remove_consumer(self, address: AnyAddress) -> None:
-        """Unregister every consumer of ``address`` (nothing happens when there is none)."""
-        self._remove(address, lambda endpoint: endpoint.role == "consumer")
-
-    def remove_listener(self, address: AnyAddress, listener: Callable[..., Any]) -> None:
-        """Unregister ``listener`` from ``address`` (nothing happens when it is not there)."""
-        self._remove(
-            address, lambda endpoint: endpoint.role == "listener" and endpoint.handler == listener
-        )
-
-    def _remove(self, address: AnyAddress, chosen: Callable[[Any], bool]) -> None:
-        subject = self._routes.find(to_address(address))
-        for endpoint in [] if subject is None else subject.endpoints():
-            if chosen(endpoint):
-                self._registry.unregister(endpoint)
-
-    # -- reactive views ----------------------------------------------------------------------
-
-    def observe(self, address: AnyAddress) -> Observable[Message[Any]]:
-        """The stream of messages published to ``address``, as a reactivex Observable: its
-        Subject's. Subscribe with ``scheduler=bus.scheduler`` so that time-based operators
-        run on the bus's loop. The stream completes when the bus closes."""
-        routed = to_address(address)
-        is_pattern(routed)  # a misplaced '>' is an error here, not at subscription
-
-        def subscribe(
-            observer: abc.ObserverBase[Message[Any]], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            if self._loop.closed:
-                observer.on_completed()
-                return Disposable()
-            subject = self._routes.ensure(routed)
-            subject.attach(observer)
-            return Disposable(lambda: subject.detach(observer))
-
-        return reactivex.create(subscribe)
-
-    def observe_all(self) -> Observable[Envelope]:
-        """Every message crossing the bus, as ``Envelope(kind, message)``: published, sent and
-        requested messages (after interceptors) and replies, for logging, tracing and
-        notebooks. Costs nothing while nobody subscribes; completes when the bus closes."""
-        return _read_only(self._taps.subject)
-
-    def add_interceptor(self, interceptor: Interceptor) -> Interceptor:
-        """Run ``interceptor`` on every published, sent and requested message before it is
-        routed (usable as a decorator).
-
-        It is called with an ``Envelope`` and returns ``None`` to let the message through, or a
-        replacement (``envelope.message.with_headers({...})``) that handlers then see. To
-        reject the message it raises: the sender's call raises that exception, and no handler
-        sees the message. Interceptors run in the order they were added, synchronously.
-        """
-        self._taps.add(interceptor)
-        return interceptor
-
-    def remove_interceptor(self, interceptor: Interceptor) -> None:
-        """Remove ``interceptor`` (nothing happens when it is not there)."""
-        self._taps.remove(interceptor)
-
-    @property
-    def errors(self) -> Observable[HandlerFailure]:
-        """Failures nobody awaits: listeners and other handlers that raised (``HandlerFailure``),
-        and messages dropped before their handler got them."""
-        return _read_only(self._failures.errors)
-
-    # -- sending -----------------------------------------------------------------------------
-
-    @overload
-    async def request[Req, Rep](
-        self,
-        address: Address[Req, Rep],
-        body: Req,
-        *,
-        headers: HeadersInput | None = None,
-        timeout: float | None = None,
-        options: DeliveryOptions | None = None,
-        full: Literal[False] = False,
-    ) -> Rep: ...
-    @overload
-    async def request[R](
-        self,
-        address: AnyAddress,
-        body: Any,
-        *,
-        headers: HeadersInput | None = None,
-        timeout: float | None = None,
-        options: DeliveryOptions | None = None,
-        response_type: type[R],
-        full: Literal[False] = False,
-    ) -> R: ...
-    @overload
-    async def request(
-        self,
-        address: AddressLike,
-        body: Any,
-        *,
-        headers: HeadersInput | None = None,
-        timeout: float | None = None,
-        options: DeliveryOptions | None = None,
-        response_type: Any = None,
-        full: Literal[False] = False,
-    ) -> Any: ...
-    @overload
-    async def request(
-        self,
-        address: AnyAddress,
-        body: Any,
-        *,
-        headers: HeadersInput | None = None,
-        timeout: float | None = None,
-        options: DeliveryOptions | None = None,
-        response_type: Any = None,
-        full: Literal[True],
-    ) -> Message[Any]: ...
-    @overload
-    async def request(
-        self,
-        address: AnyAddress,
-        body: Any,
-        *,
-        headers: HeadersInput | None = None,
-        timeout: float | None = None,
-        options: DeliveryOptions | None = None,
-        response_type: Any = None,
-        full: bool,
-    ) -> Any: ...
-    async def request(
-        self,
-        address: AnyAddress,
-        body: Any,
-        *,
-        headers: HeadersInput | None = None,
-        timeout: float | None = None,
-        options: DeliveryOptions | None = None,
-        response_type: Any = None,
-        full: bool = False,
-    ) -> Any:
-        """Deliver ``body`` to one consumer of ``address`` (round-robin) and return its reply.
-
-        Raises ``HandlerNotFoundError`` at once when the address has no consumer,
-        ``HandlerExecutionError`` when the handler raises, ``HandlerTimeoutError`` when no reply
-        comes within ``timeout`` seconds, and ``BusClosedError`` when the bus is or gets closed.
-        A timed-out or cancelled request does not cancel the handler (unless it is ``inline``:
-        then it runs in the requester's task, like a function call); its late reply is dropped.
-
-        ``response_type`` validates and converts the reply on the requester's side
-        (``MessageValidationError`` when it does not fit), whatever the handler declares.
-        ``full=True`` returns the reply ``Message`` (its body, headers and reply address)
-        instead of the body alone. Every failure carries ``.kind`` and ``.code``; a consumer's
-        ``message.fail(code, text)`` raises ``ReplyFailedError`` here.
-        """
-        routed = self._routed(address)
-        if timeout is not None:
-            seconds = check_timeout(timeout)
-        else:
-            given = check_delivery_options(options)
-            given_timeout = None if given is None else given.timeout
-            seconds = self._default_timeout if given_timeout is None else given_timeout
-        return await self._requests.request(
-            routed, body, headers, seconds, options, response_type, full
-        )
-
-    @overload
-    async def publish[B](
-        self,
-        address: Event[B],
-        body: B,
-        *,
-        headers: HeadersInput | None = None,
-        options: DeliveryOptions | None = None,
-    ) -> None: ...
-    @overload
-    async def publish(
-        self,
-        address: AddressLike,
-        body: Any,
-        *,
-        headers: HeadersInput | None = None,
-        options: DeliveryOptions | None = None,
-    ) -> None: ...
-    async def publish(
-        self,
-        address: AnyAddress,
-        body: Any,
-        *,
-        headers: HeadersInput | None = None,
-        options: DeliveryOptions | None = None,
-    ) -> None:
-        """Deliver ``body`` to every listener and consumer of ``address``.
-
-        Returns once every handler the message reached has finished with it. Handler failures
-        never reach the publisher: they go to the log and ``bus.errors``.
-        """
-        routed = self._routed(address)
-        collected = self._dispatch.publish(routed, body, headers, options, True)
-        if collected is not None:
-            await self._dispatch.finish(collected)
-
-    def publish_nowait(
-        self,
-        address: AnyAddress,
-        body: Any,
-        *,
-        headers: HeadersInput | None = None,
-        options: DeliveryOptions | None = None,
-    ) -> None:
-        """``publish`` for synchronous code on the bus's loop: deliver now, wait for nothing.
-
-        Handlers that do not finish at once keep running as tasks the bus owns (``drain()``
-        and ``close()`` wait for them). Under ``overflow="block"`` a full buffer keeps the
-        message waiting for room instead of holding the caller; under ``"error"`` this raises
-        ``BufferFullError``.
-        """
-        routed = self._routed(address)
-        raise_refusal(self._dispatch.publish(routed, body, headers, options, False))
-
-    def publish_threadsafe(
-        self,
-        address: AnyAddress,
-        body: Any,
-        *,
-        headers: HeadersInput | None = None,
-        options: DeliveryOptions | None = None,
-    ) -> None:
-        """``publish_nowait`` from any thread: the message is published on the bus's loop, as
-        soon as the loop gets to it. Errors there (the bus closed meanwhile, a full buffer under
-        ``overflow="error"``) are logged to the ``tinybus`` logger; a bad address, headers or
-        options raise here, in the calling thread."""
-        routed, frozen = checked_from_thread(address, headers, options)
-        call = partial(self.publish_nowait, routed, body, headers=frozen, options=options)
-        call_threadsafe(self._loop, call)
-
-    @overload
-    async def send[Req](
-        self,
-        address: Address[Req, Any],
-        body: Req,
-        *,
-        headers: HeadersInput | None = None,
-        options: DeliveryOptions | None = None,
-    ) -> None: ...
-    @overload
-    async def send(
-        self,
-        address: AddressLike,
-        body: Any,
-        *,
-        headers: HeadersInput | None = None,
-        options: DeliveryOptions | None = None,
-    ) -> None: ...
-    async def send(
-        self,
-        address: AnyAddress,
-        body: Any,
-        *,
-        headers: HeadersInput | None = None,
-        options: DeliveryOptions | None = None,
-    ) -> None:
-        """Deliver ``body`` to one consumer of ``address`` (round-robin), expecting no reply.
-
-        Returns once that consumer has finished with it; its return value is discarded and a
-        failure goes to the log and ``bus.errors``. ``HandlerNotFoundError`` when there is none.
-        """
-        routed = self._routed(address)
-        collected = self._dispatch.send(routed, body, headers, options, True)
-        if collected is not None:
-            await self._dispatch.finish(collected)
-
-    def send_nowait(
-        self,
-        address: AnyAddress,
-        body: Any,
-        *,
-        headers: HeadersInput | None = None,
-        options: DeliveryOptions | None = None,
-    ) -> None:
-        """``send`` for synchronous code on the bus's loop, as ``publish_nowait`` is for
-        ``publish``; ``HandlerNotFoundError`` at once when there is no consumer."""
-        routed = self._routed(address)
-        raise_refusal(self._dispatch.send(routed, body, headers, options, False))
-
-    def send_threadsafe(
-        self,
-        address: AnyAddress,
-        body: Any,
-        *,
-        headers: HeadersInput | None = None,
-        options: DeliveryOptions | None = None,
-    ) -> None:
-        """``send_nowait`` from any thread, as ``publish_threadsafe`` is for publishing; a
-        missing consumer is logged; a bad address, headers or options raise here."""
-        routed, frozen = checked_from_thread(address, headers, options)
-        call = partial(self.send_nowait, routed, body, headers=frozen, options=options)
-        call_threadsafe(self._loop, call)
-
-    def _routed(self, address: AnyAddress) -> str:
-        """The address to route on, for a call that delivers now: checked (a str that names
-        an address in use was checked when that was made), with the bus open and bound to the
-        running loop."""
-        routed = (
-            address
-            if type(address) is str and address in self._routes.routes
-            else to_address(address)
-        )
-        loop = self._loop
-        if loop.closed or asyncio.get_running_loop() is not loop.loop:
-            loop.check(routed)
-        return routed
 
     # -- shutting down -------------------------------------------------------------------------
 
@@ -643,13 +215,6 @@ class EventBus:
 
         state = "closed" if self._loop.closed else "open"
         return bus_html(state, self.stats(), list(self._failures.recent))
-
-
-def _read_only[T](subject: LoopSubject[T]) -> Observable[T]:
-    """``subject`` as an Observable only: subscribers cannot push into it or complete it."""
-    return reactivex.create(
-        lambda observer, scheduler: subject.subscribe(observer, scheduler=scheduler)
-    )
 
 
 def _check_grace(timeout: object) -> float:

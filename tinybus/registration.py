@@ -136,14 +136,14 @@ class Registration:
             if not ended.done() and not ended.get_loop().is_closed():
                 ended.set_result(None)
 
-        if endpoint.ends is None:
-            endpoint.ends = {}
-        endpoint.ends[ended] = end
+        ends = endpoint.ends
+        if ends is None:
+            ends = endpoint.ends = {}
+        ends[ended] = end
         try:
             await ended
         finally:
-            if endpoint.ends is not None:
-                endpoint.ends.pop(ended, None)
+            ends.pop(ended, None)  # (a wait given up leaves nothing behind)
 
     def __repr__(self) -> str:
         state = "registered" if self.is_registered else "unregistered"

@@ -1,0 +1,272 @@
+"""The front's sending methods: ``request``, ``publish`` and ``send``, with the ``*_nowait``
+and ``*_threadsafe`` forms. ``EventBus`` inherits them; they check the address and the loop,
+and hand the message to ``Dispatch`` (or ``Requests``)."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from typing import Any, Literal, overload
+
+from ._address import AddressLike, AnyAddress, to_address
+from ._dispatch import Dispatch, raise_refusal
+from ._loop import LoopBinding
+from ._requests import Requests
+from ._routes import Routes
+from ._threads import call_threadsafe, checked_from_thread
+from .addresses import Address, Event
+from .headers import HeadersInput
+from .message import Message
+from .options import DeliveryOptions, check_delivery_options, check_timeout
+
+
+class Sending:
+    """Sending messages (part of ``EventBus``)."""
+
+    _loop: LoopBinding
+    _routes: Routes
+    _dispatch: Dispatch
+    _requests: Requests
+    _default_timeout: float
+
+    @overload
+    async def request[Req, Rep](
+        self,
+        address: Address[Req, Rep],
+        body: Req,
+        *,
+        headers: HeadersInput | None = None,
+        timeout: float | None = None,
+        options: DeliveryOptions | None = None,
+        full: Literal[False] = False,
+    ) -> Rep: ...
+    @overload
+    async def request[R](
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: HeadersInput | None = None,
+        timeout: float | None = None,
+        options: DeliveryOptions | None = None,
+        response_type: type[R],
+        full: Literal[False] = False,
+    ) -> R: ...
+    @overload
+    async def request(
+        self,
+        address: AddressLike,
+        body: Any,
+        *,
+        headers: HeadersInput | None = None,
+        timeout: float | None = None,
+        options: DeliveryOptions | None = None,
+        response_type: Any = None,
+        full: Literal[False] = False,
+    ) -> Any: ...
+    @overload
+    async def request(
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: HeadersInput | None = None,
+        timeout: float | None = None,
+        options: DeliveryOptions | None = None,
+        response_type: Any = None,
+        full: Literal[True],
+    ) -> Message[Any]: ...
+    @overload
+    async def request(
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: HeadersInput | None = None,
+        timeout: float | None = None,
+        options: DeliveryOptions | None = None,
+        response_type: Any = None,
+        full: bool,
+    ) -> Any: ...
+    async def request(
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: HeadersInput | None = None,
+        timeout: float | None = None,
+        options: DeliveryOptions | None = None,
+        response_type: Any = None,
+        full: bool = False,
+    ) -> Any:
+        """Deliver ``body`` to one consumer of ``address`` (round-robin) and return its reply.
+
+        Raises ``HandlerNotFoundError`` at once when the address has no consumer,
+        ``HandlerExecutionError`` when the handler raises, ``HandlerTimeoutError`` when no reply
+        comes within ``timeout`` seconds, and ``BusClosedError`` when the bus is or gets closed.
+        A timed-out or cancelled request does not cancel the handler (unless it is ``inline``:
+        then it runs in the requester's task, like a function call); its late reply is dropped.
+
+        ``response_type`` validates and converts the reply on the requester's side
+        (``MessageValidationError`` when it does not fit), whatever the handler declares.
+        ``full=True`` returns the reply ``Message`` (its body, headers and reply address)
+        instead of the body alone. Every failure carries ``.kind`` and ``.code``; a consumer's
+        ``message.fail(code, text)`` raises ``ReplyFailedError`` here.
+        """
+        routed = self._routed(address)
+        if timeout is not None:
+            seconds = check_timeout(timeout)
+        else:
+            given = check_delivery_options(options)
+            given_timeout = None if given is None else given.timeout
+            seconds = self._default_timeout if given_timeout is None else given_timeout
+        return await self._requests.request(
+            routed, body, headers, seconds, options, response_type, full
+        )
+
+    @overload
+    async def publish[B](
+        self,
+        address: Event[B],
+        body: B,
+        *,
+        headers: HeadersInput | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None: ...
+    @overload
+    async def publish(
+        self,
+        address: AddressLike,
+        body: Any,
+        *,
+        headers: HeadersInput | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None: ...
+    async def publish(
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: HeadersInput | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None:
+        """Deliver ``body`` to every listener and consumer of ``address``.
+
+        Returns once every handler the message reached has finished with it. Handler failures
+        never reach the publisher: they go to the log and ``bus.errors``.
+        """
+        routed = self._routed(address)
+        collected = self._dispatch.publish(routed, body, headers, options, True)
+        if collected is not None:
+            await self._dispatch.finish(collected)
+
+    def publish_nowait(
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: HeadersInput | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None:
+        """``publish`` for synchronous code on the bus's loop: deliver now, wait for nothing.
+
+        Handlers that do not finish at once keep running as tasks the bus owns (``drain()``
+        and ``close()`` wait for them). Under ``overflow="block"`` a full buffer keeps the
+        message waiting for room instead of holding the caller; under ``"error"`` this raises
+        ``BufferFullError``.
+        """
+        routed = self._routed(address)
+        raise_refusal(self._dispatch.publish(routed, body, headers, options, False))
+
+    def publish_threadsafe(
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: HeadersInput | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None:
+        """``publish_nowait`` from any thread: the message is published on the bus's loop, as
+        soon as the loop gets to it. Errors there (the bus closed meanwhile, a full buffer under
+        ``overflow="error"``) are logged to the ``tinybus`` logger; a bad address, headers or
+        options raise here, in the calling thread."""
+        routed, frozen = checked_from_thread(address, headers, options)
+        call = partial(self.publish_nowait, routed, body, headers=frozen, options=options)
+        call_threadsafe(self._loop, call)
+
+    @overload
+    async def send[Req](
+        self,
+        address: Address[Req, Any],
+        body: Req,
+        *,
+        headers: HeadersInput | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None: ...
+    @overload
+    async def send(
+        self,
+        address: AddressLike,
+        body: Any,
+        *,
+        headers: HeadersInput | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None: ...
+    async def send(
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: HeadersInput | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None:
+        """Deliver ``body`` to one consumer of ``address`` (round-robin), expecting no reply.
+
+        Returns once that consumer has finished with it; its return value is discarded and a
+        failure goes to the log and ``bus.errors``. ``HandlerNotFoundError`` when there is none.
+        """
+        routed = self._routed(address)
+        collected = self._dispatch.send(routed, body, headers, options, True)
+        if collected is not None:
+            await self._dispatch.finish(collected)
+
+    def send_nowait(
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: HeadersInput | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None:
+        """``send`` for synchronous code on the bus's loop, as ``publish_nowait`` is for
+        ``publish``; ``HandlerNotFoundError`` at once when there is no consumer."""
+        routed = self._routed(address)
+        raise_refusal(self._dispatch.send(routed, body, headers, options, False))
+
+    def send_threadsafe(
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: HeadersInput | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None:
+        """``send_nowait`` from any thread, as ``publish_threadsafe`` is for publishing; a
+        missing consumer is logged; a bad address, headers or options raise here."""
+        routed, frozen = checked_from_thread(address, headers, options)
+        call = partial(self.send_nowait, routed, body, headers=frozen, options=options)
+        call_threadsafe(self._loop, call)
+
+    def _routed(self, address: AnyAddress) -> str:
+        """The address to route on, for a call that delivers now: checked (a str that names
+        an address in use was checked when that was made), with the bus open and bound to the
+        running loop."""
+        routed = (
+            address
+            if type(address) is str and address in self._routes.routes
+            else to_address(address)
+        )
+        loop = self._loop
+        if loop.closed or asyncio.get_running_loop() is not loop.loop:
+            loop.check(routed)
+        return routed
