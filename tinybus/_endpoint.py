@@ -253,28 +253,22 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         self.counts.delivered += 1
         message: Message[Any] | None = None
         accepts = self.accepts
-        if self.items_are_messages:
-            message = item
-            if item.kind == "request":
-                item.responder.source = self
-            if item.copies or (accepts is not None and type(item.body) is not accepts.exact):
-                try:
-                    argument = self._argument(item)
-                except MessageValidationError as exc:
-                    self.settle_failure(item, exc, False)
-                    return None
-            elif self.wants_message:
-                argument = item
+        try:
+            if not self.items_are_messages:  # a body its pipeline let out
+                argument = self._checked_body(item)
             else:
-                argument = item.body
-        elif accepts is None or type(item) is accepts.exact:
-            argument = item  # a body its pipeline let out
-        else:
-            try:
-                argument = accepts.check(item, self.address, PIPE_EMITTED)
-            except MessageValidationError as exc:
-                self.settle_failure(None, exc, False)
-                return None
+                message = item
+                if item.kind == "request":
+                    item.responder.source = self
+                if item.copies or (accepts is not None and type(item.body) is not accepts.exact):
+                    argument = self._argument(item)
+                elif self.wants_message:
+                    argument = item
+                else:
+                    argument = item.body
+        except MessageValidationError as exc:
+            self.settle_failure(message, exc, False)
+            return None
         try:
             result = self.handler(argument)
         except FATAL:
@@ -323,6 +317,12 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
                 self.counts.dropped += 1
             return False
         return True
+
+    def _checked_body(self, body: Any) -> Any:
+        accepts = self.accepts
+        if accepts is None or type(body) is accepts.exact:
+            return body
+        return accepts.check(body, self.address, PIPE_EMITTED)
 
     def _argument(self, message: Message[Any]) -> Any:
         """What the handler is given: the body or the message, validated against its declared
