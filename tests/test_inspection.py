@@ -142,3 +142,22 @@ async def test_a_late_reply_is_not_counted_as_replied(bus: EventBus) -> None:
     stats = bus.stats()
     assert (stats.totals.replied, stats.totals.failed, stats.totals.delivered) == (0, 0, 1)
     assert stats.addresses["slow"].handlers[0].replied == 0
+
+
+async def test_the_notebook_views_stay_small_whatever_the_bus_holds(bus: EventBus) -> None:
+    """A bus with thousands of registrations, and a message with a huge body, render in a few
+    kilobytes, saying how much was left out."""
+
+    def listener(body: object) -> None: ...
+
+    for n in range(3000):
+        bus.on(f"address.{n}", listener)
+    for n in range(3000):
+        bus.on("crowded", lambda body, n=n: None)
+    html = bus._repr_html_()
+    assert len(html) < 50_000, len(html)
+    assert "... and 5950 more handlers" in html
+    message = Message(list(range(2_000_000)), address="big", headers={"a": "x" * 10_000})
+    html = message._repr_html_()
+    assert len(html) < 5_000, len(html)
+    assert "..." in html
