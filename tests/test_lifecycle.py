@@ -12,6 +12,7 @@ from reactivex import operators as ops
 
 from tinybus import BusClosedError, EventBus, EventBusError, HandlerFailure, Message
 
+from .clock import run_virtual
 from .conftest import Gate
 
 
@@ -367,3 +368,108 @@ async def test_handlers_cancelled_by_close_are_not_reported_as_failures() -> Non
         await requester
     await publisher
     assert failures == []
+
+
+def test_a_bus_left_open_as_its_loop_ends_loses_no_buffered_message() -> None:
+    """Its loop ends (``asyncio.run`` returns) with jobs running and queued: the running ones
+    are cancelled and reported (including one started while ``asyncio.run`` cancelled the
+    loop's tasks), the queued ones wait for the next loop the bus serves, and are handled
+    there; none is lost without a trace."""
+    bus = EventBus(close_timeout=1.0)
+    handled: list[int] = []
+    reported: list[tuple[int, str]] = []
+    bus.errors.subscribe(
+        lambda failure: reported.append(
+            (failure.message.body if failure.message else -1, type(failure.exception).__name__)
+        )
+    )
+    first_loop = True
+
+    async def job(n: int) -> None:
+        if first_loop and n > 0:
+            started.set()
+            await asyncio.Event().wait()  # until the loop ends
+        handled.append(n)
+
+    bus.on("jobs", job, max_concurrency=1)
+
+    async def first() -> None:
+        for n in range(5):
+            bus.publish_nowait("jobs", n)
+        async with asyncio.timeout(5):
+            await started.wait()
+
+    started = asyncio.Event()
+    asyncio.run(first())  # ends without closing the bus
+    assert handled == [0]
+    assert reported == [(1, "CancelledError"), (2, "CancelledError")]
+
+    first_loop = False
+
+    async def second() -> None:
+        await bus.drain()
+        await bus.close()
+
+    asyncio.run(second())
+    assert handled == [0, 3, 4]
+    assert bus.stats().totals.dropped == 0
+
+
+def test_no_message_accepted_from_another_thread_vanishes_as_the_loop_ends() -> None:
+    """Sixteen threads publish while the bus's loop ends without closing it: every call
+    either raised in its thread (``BusClosedError``: the loop is ending, or ``EventBusError``
+    once it has closed) or reached the listener."""
+    bus = EventBus()
+    heard: list[int] = []
+    plenty = asyncio.Event()  # (set by the listener, on the loop)
+
+    def listener(body: int) -> None:
+        heard.append(body)
+        if len(heard) >= 2000:
+            plenty.set()
+
+    bus.on("t", listener)
+    accepted = [0] * 16
+    stop = threading.Event()
+
+    def publisher(index: int) -> None:
+        while not stop.is_set() and accepted[index] < 1000:
+            try:
+                bus.publish_threadsafe("t", index)
+            except EventBusError:
+                return
+            accepted[index] += 1
+
+    async def main() -> None:
+        await bus.publish("t", -1)  # binds the bus to this loop
+        heard.clear()
+        for index in range(16):
+            threads.append(threading.Thread(target=publisher, args=(index,)))
+            threads[-1].start()
+        async with asyncio.timeout(10):
+            await plenty.wait()
+
+    threads: list[threading.Thread] = []
+    try:
+        asyncio.run(main())  # ends without closing the bus
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    assert sum(accepted) == len(heard)
+    assert sum(accepted) >= 2000
+
+
+def test_drain_with_a_timeout_raises_when_the_bus_stays_busy() -> None:
+    async def scenario() -> float:
+        async with EventBus(close_timeout=0.1) as bus:
+            bus.on("busy", lambda body: asyncio.sleep(60))
+            bus.publish_nowait("busy", 1)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(TimeoutError, match=r"not quiet within 2\.5 s"):
+                await bus.drain(timeout=2.5)
+            assert bus.stats().running_handlers == 1  # (what runs goes on)
+            return loop.time() - started
+
+    assert run_virtual(scenario()) == 2.5

@@ -168,9 +168,10 @@ class Mailbox:
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self.running -= 1
         self.tasks.ended(task)
-        if task.cancelled() and self.tasks.closing:
-            # Cancelled by close(): what waits is close()'s to drop and report. (Cancelled by
-            # other code, the handler failed, and the next one starts.)
+        if task.cancelled() and (self.tasks.closing or self.tasks.ending):
+            # Cancelled by close(): what waits is close()'s to drop and report; or as the
+            # loop ends: what waits does so for the next loop. (Cancelled by other code, the
+            # handler failed, and the next one starts.)
             return
         self.pump()
 

@@ -64,9 +64,11 @@ class Shutdown:
         self._closing: asyncio.Future[None] | None = None
         self._closers: set[asyncio.Task[Any]] = set()  # handlers waiting in a second close()
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None) -> None:
         loop = self.binding.check(None)
-        await self.until_quiet(loop, None)
+        deadline = None if timeout is None else loop.time() + timeout
+        if not await self.until_quiet(loop, deadline):
+            raise TimeoutError(f"the bus was not quiet within {timeout:g} s")
 
     async def until_quiet(self, loop: asyncio.AbstractEventLoop, deadline: float | None) -> bool:
         """Wait as ``drain()`` does, until ``deadline``; whether the bus got quiet in time."""
@@ -130,6 +132,21 @@ class Shutdown:
         finally:
             closing.set_result(None)
 
+    async def loop_ending(self) -> None:
+        """The bus's loop is ending with the bus open (``LoopBinding``): the calls from other
+        threads accepted before now run first; then the handlers still running (started after
+        ``asyncio.run`` cancelled every task, say) are cancelled and reported, as that
+        cancellation is, rather than destroyed with the loop. Buffered messages stay for the
+        next loop the bus serves."""
+        await asyncio.sleep(0)
+        tasks = self.tasks
+        tasks.ending = True
+        running = tasks.others()
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=CANCEL_GRACE)
+
     async def _second_close(self, closing: asyncio.Future[None]) -> None:
         """A second caller waits for the first. A handler doing so counts as quiet: the first
         close() neither waits for it nor cancels it."""
@@ -177,6 +194,7 @@ class Shutdown:
         self.tasks.mailboxes.clear()
 
     async def _finish(self, on_closed: Callable[[], None]) -> None:
+        self.binding.unwatch()
         for endpoint in self.registry.endpoints():
             endpoint.ended()
         self.routes.complete()

@@ -69,6 +69,8 @@ class Tasks:
         self.collecting: Collected | None = None
         # Set once close() cancels the running handlers: their cancellation is no failure.
         self.closing = False
+        # Set while the loop ends with the bus open: buffered messages wait for the next.
+        self.ending = False
         self._depth = 0
         # drain()/close() waiting for quiet, and how many of the running tasks wait so.
         self._quiet: asyncio.Future[None] | None = None
@@ -149,7 +151,7 @@ class Tasks:
 
     def reset(self) -> None:
         """Forget the tasks of a loop that is gone."""
-        self.closing = False
+        self.closing = self.ending = False
         self.running.clear()
         for mailbox in self.mailboxes:
             mailbox.reset()

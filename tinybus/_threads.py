@@ -32,15 +32,8 @@ def checked_from_thread(
 
 def call_threadsafe(binding: LoopBinding, call: Callable[[], None]) -> None:
     """Run ``call`` on the bus's loop, as soon as the loop gets to it; what it raises there is
-    logged on ``tinybus``."""
-    loop = binding.loop
-    if binding.closed:
-        raise BusClosedError()
-    if loop is None or loop.is_closed():
-        raise EventBusError(
-            "this EventBus has no event loop yet: the *_threadsafe methods need a bus "
-            "already used (or entered with async with) on its loop"
-        )
+    logged on ``tinybus``. Refused (``BusClosedError``) once the bus is closed or its loop
+    has begun to end with the bus open: a call accepted here always runs."""
 
     def run() -> None:
         try:
@@ -48,4 +41,15 @@ def call_threadsafe(binding: LoopBinding, call: Callable[[], None]) -> None:
         except Exception:
             logger.exception("a message from another thread could not be delivered")
 
-    loop.call_soon_threadsafe(run)
+    with binding.lock:
+        loop = binding.loop
+        if binding.closed:
+            raise BusClosedError()
+        if binding.ending:
+            raise BusClosedError("the event loop of this bus is ending; close the bus before it")
+        if loop is None or loop.is_closed():
+            raise EventBusError(
+                "this EventBus has no event loop yet: the *_threadsafe methods need a bus "
+                "already used (or entered with async with) on its loop"
+            )
+        loop.call_soon_threadsafe(run)

@@ -67,7 +67,7 @@ class EventBus(Registering, Watching, Sending):
         if type(validate) is not bool:
             raise TypeError(f"validate must be True or False, got {validate!r}")
         self._transport = transport
-        self._loop = loop = LoopBinding(self._on_bind)
+        self._loop = loop = LoopBinding(self._on_bind, self._loop_ending)
         self._counts = counts = Counters()
         self._failures = failures = Failures(counts)
         self._scheduler = scheduler = BusScheduler(loop.get)
@@ -97,6 +97,9 @@ class EventBus(Registering, Watching, Sending):
         self._replies.clock = loop_clock(loop)
         self._registry.bind(fresh=previous is not None)
 
+    async def _loop_ending(self) -> None:
+        await self._shutdown.loop_ending()
+
     @property
     def scheduler(self) -> abc.SchedulerBase:
         """The bus's asyncio scheduler; pass it to ``subscribe`` for time-based Rx operators."""
@@ -112,7 +115,7 @@ class EventBus(Registering, Watching, Sending):
 
     # -- shutting down -------------------------------------------------------------------------
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None = None) -> None:
         """Wait until the bus is quiet: no handler running, no message waiting in a buffer
         (except behind a paused registration), and no message held by an operator.
 
@@ -121,10 +124,11 @@ class EventBus(Registering, Watching, Sending):
         entered (``buffer_with_time``, ``sample``); a tick with nothing to deliver is not
         waited for. Operators that wait for more messages rather than for time
         (``buffer_with_count``) hold theirs until then. Work started while draining is waited
-        for too. Handlers that drain the bus they run on do not wait for each other. For tests
-        and notebooks; bound it with ``asyncio.timeout`` when a pipeline may hold messages.
+        for too. Handlers that drain the bus they run on do not wait for each other.
+        ``timeout`` (seconds) bounds the wait: ``TimeoutError`` when the bus is not quiet by
+        then (what runs goes on). For tests and notebooks.
         """
-        await self._shutdown.drain()
+        await self._shutdown.drain(None if timeout is None else check_timeout(timeout))
 
     async def close(self, timeout: float | None = None) -> None:
         """Close the bus.
