@@ -353,3 +353,56 @@ async def test_without_validation_a_listener_annotated_message_still_gets_the_me
     [message] = heard
     assert isinstance(message, Message)
     assert message.body == {"not": "checked"}
+
+
+# -- one handler rule for consumers and listeners --------------------------------------------
+
+
+async def test_a_consumer_annotated_with_a_body_type_gets_the_body_validated(
+    bus: EventBus,
+) -> None:
+    """The FastStream way: ``def double(x: int) -> int`` receives the body, converted."""
+
+    @bus.consumer("math.double")
+    def double(x: int) -> int:
+        return x * 2
+
+    assert await bus.request("math.double", 21) == 42
+    assert await bus.request("math.double", "21") == 42  # lax: converted to the annotation
+    with pytest.raises(MessageValidationError, match="is not a valid int"):
+        await bus.request("math.double", "twenty-one")
+
+
+@pytest.mark.parametrize("role", ["consumer", "listener"])
+async def test_one_rule_decides_what_a_handler_receives(bus: EventBus, role: str) -> None:
+    """``Message[T]``: the message; another annotation: the body; none: the role's default
+    (a consumer the message, a listener the body). The same for both roles."""
+    received: dict[str, Any] = {}
+
+    def takes_message(message: Message[int]) -> None:
+        received["Message[int]"] = message
+
+    def takes_body(body: int) -> None:
+        received["int"] = body
+
+    def takes_anything(value: Any) -> None:
+        received["Any"] = value
+
+    def unannotated(value):  # type: ignore[no-untyped-def]  # noqa: ANN001
+        received["none"] = value
+
+    register = bus.consumer if role == "consumer" else bus.on
+    for handler in (takes_message, takes_body, takes_anything, unannotated):
+        register(f"rule.{handler.__name__}", handler)
+        if role == "consumer":
+            await bus.send(f"rule.{handler.__name__}", 7)
+        else:
+            await bus.publish(f"rule.{handler.__name__}", 7)
+    assert isinstance(received["Message[int]"], Message)
+    assert received["Message[int]"].body == 7
+    assert received["int"] == 7
+    assert received["Any"] == 7
+    if role == "consumer":
+        assert isinstance(received["none"], Message)
+    else:
+        assert received["none"] == 7

@@ -16,10 +16,14 @@ from .message import Message
 from .options import RegistrationOptions
 from .registration import Registration
 
-type ConsumerHandler = Callable[[Message[Any]], Any]
+# A handler's first parameter is the message when annotated ``Message[T]``, else the body
+# (the rule of ``_validation.read_handler_types``).
+type ConsumerHandler = Callable[[Any], Any]
 type Listener = Callable[[Any], Any]
-type TypedConsumer[Req, Rep] = Callable[[Message[Req]], Rep | Awaitable[Rep]]
-type TypedListener[B] = Callable[[B], object]
+type TypedConsumer[Req, Rep] = (
+    Callable[[Message[Req]], Rep | Awaitable[Rep]] | Callable[[Req], Rep | Awaitable[Rep]]
+)
+type TypedListener[B] = Callable[[B], object] | Callable[[Message[B]], object]
 
 
 class _Omitted(Enum):

@@ -81,21 +81,21 @@ _UNTYPED = {flag: HandlerTypes(None, None, flag) for flag in (False, True)}
 
 
 def read_handler_types(handler: Callable[..., Any], role: str, validate: bool) -> HandlerTypes:
-    """Read ``handler``'s annotations. A consumer's parameter is ``Message[T]``; a listener's
-    is the body ``T``, or ``Message[T]`` when it wants the whole message.
+    """Read ``handler``'s annotations, by one rule for consumers and listeners alike: a first
+    parameter annotated ``Message[T]`` receives the message (its body validated as ``T``);
+    any other annotation receives the body, validated and converted to it; an unannotated
+    handler gets its role's default: a consumer the message, a listener the body.
 
     ``TypeError`` for a handler that could never handle a message: a generator function, or
     one that cannot be called with one positional argument."""
     _refuse_generator(handler, role)
     parameter, returned = _signature_types(handler, role, evaluate=validate)
     is_message = _is_message_annotation(parameter)
-    wants_message = role == "consumer" or is_message
+    unannotated = parameter is inspect.Parameter.empty
+    wants_message = is_message or (unannotated and role == "consumer")
     if not validate:
         return _UNTYPED[wants_message]
-    if is_message:
-        body_type: Any = (get_args(parameter) or (Any,))[0]
-    else:
-        body_type = Any if role == "consumer" else parameter
+    body_type: Any = (get_args(parameter) or (Any,))[0] if is_message else parameter
     accepts = None if _unchecked(body_type) else validator_for(body_type)
     returns = None
     reply_type = _awaited(returned)

@@ -63,8 +63,20 @@ def registrations(bus: EventBus) -> None:
 
     assert_type(bus.consumer(COUNT, count), Registration)
 
+    @bus.consumer(COUNT)  # the FastStream way: the body itself, validated
+    async def count_body(body: None) -> int:
+        return 0
+
+    @bus.consumer(Users.GET)  # pyright: ignore[reportArgumentType]
+    async def wrong_body_type(body: str) -> User | None:
+        return None
+
     @bus.on(Users.CREATED)
     async def created(user: User) -> None:
+        pass
+
+    @bus.on(Users.CREATED)
+    async def created_message(message: Message[User]) -> None:
         pass
 
     @bus.on(Users.CREATED)  # pyright: ignore[reportArgumentType]
@@ -76,7 +88,8 @@ def registrations(bus: EventBus) -> None:
         return message.body
 
     assert_type(plain, Any)  # pyright: ignore[reportAssertTypeFailure]
-    _ = (get, wrong_body, wrong_reply, created, wrong_listener)
+    _ = (get, wrong_body, wrong_reply, count_body, wrong_body_type, created, created_message)
+    _ = wrong_listener
 
 
 def messages() -> None:
