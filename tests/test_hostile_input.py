@@ -1279,3 +1279,65 @@ async def test_the_same_handler_twice_in_one_role_is_refused(bus: EventBus) -> N
     assert bus.get_listeners("twice") == [listener]
     bus.remove_listener("twice", cast(Any, 5))  # not there: nothing happens
     await assert_bus_works(bus)
+
+
+# -- the first hour's rough edges --------------------------------------------------------------
+
+
+def test_nowait_calls_outside_a_running_loop_say_what_to_do_instead() -> None:
+    bus = EventBus()
+    for call in (bus.publish_nowait, bus.send_nowait):
+        with pytest.raises(RuntimeError, match=r"asyncio\.run.*_threadsafe"):
+            call("a", 1)
+
+
+@pytest.mark.parametrize("method", ["on", "consumer"])
+def test_a_decorator_without_parentheses_says_how_to_write_it(method: str) -> None:
+    bus = EventBus()
+    register = getattr(bus, method)
+    with pytest.raises(TypeError, match=rf'@bus\.{method}\("address"\), with parentheses'):
+
+        @register
+        def handler(body: int) -> None: ...
+
+
+@pytest.mark.parametrize("method", ["on", "consumer"])
+def test_a_handler_without_a_parameter_is_told_so(method: str) -> None:
+    bus = EventBus()
+
+    def no_parameter() -> None: ...
+
+    with pytest.raises(TypeError, match=r"takes no parameter"):
+        getattr(bus, method)("a", no_parameter)
+
+
+async def test_a_chosen_drop_is_logged_as_a_drop_at_warning(
+    bus: EventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Flow control chose it: logged at WARNING, with its reason and policy, and its record
+    on ``bus.errors`` says it was dropped, not raised."""
+    records: list[HandlerFailure] = []
+    bus.errors.subscribe(records.append)
+    registration = bus.on("slow", lambda body: None, max_buffered=0, overflow="drop_newest")
+    registration.pause()
+    with caplog.at_level(logging.WARNING, logger="tinybus"):
+        await bus.publish("slow", 1)
+    [record] = records
+    assert record.dropped
+    assert str(record).startswith("dropped at 'slow':")
+    [logged] = [r for r in caplog.records if r.name == "tinybus"]
+    assert logged.levelno == logging.WARNING
+    assert "overflow='drop_newest'" in logged.getMessage()
+    assert "raised" not in logged.getMessage()
+
+
+def test_plot_marbles_without_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tinybus import notebook
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    notebook._displayable_figure.cache_clear()
+    recording = notebook.Recording("x", 0.0)
+    with pytest.raises(ModuleNotFoundError, match=r'pip install "tinybus\[notebook\]"'):
+        notebook.plot_marbles(recording)
+    notebook._displayable_figure.cache_clear()

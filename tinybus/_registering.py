@@ -115,6 +115,12 @@ class Registering:
         role: Role,
         options: RegistrationOptions,
     ) -> Any:
+        if callable(address) and handler is _Omitted.HANDLER:
+            method = "consumer" if role == "consumer" else "on"
+            raise TypeError(
+                f"@bus.{method} needs the address it registers at: write "
+                f'@bus.{method}("address"), with parentheses (got the function {address!r})'
+            )
         routed = to_address(address)
         if handler is not _Omitted.HANDLER:  # (an explicit None is refused by register)
             return self._registry.register(routed, handler, role, options)

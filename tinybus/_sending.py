@@ -267,6 +267,14 @@ class Sending:
             else to_address(address)
         )
         loop = self._loop
-        if loop.closed or asyncio.get_running_loop() is not loop.loop:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "no event loop is running here: call this from code running on the bus's loop "
+                "(inside asyncio.run(...)), or from another thread use publish_threadsafe() or "
+                "send_threadsafe()"
+            ) from None
+        if loop.closed or running is not loop.loop:
             loop.check(routed)
         return routed

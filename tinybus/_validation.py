@@ -142,10 +142,11 @@ def _signature_types(handler: Callable[..., Any], role: str, evaluate: bool) -> 
     try:
         signature.bind(None)
     except TypeError as exc:
-        given = "the message" if role == "consumer" else "the body (or the message)"
+        given = "the message or its body"
+        problem = "takes no parameter" if not signature.parameters else f"does not take one: {exc}"
         raise TypeError(
             f"{handler_name(handler)} cannot be a {role}: the bus calls it with one positional "
-            f"argument ({given}), and its signature {signature} does not take one: {exc}"
+            f"argument ({given}), and its signature {signature} {problem}"
         ) from None
     parameters = [
         p

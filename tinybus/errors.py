@@ -131,8 +131,9 @@ class MessageDroppedError(EventBusError):
     """
 
     def __init__(self, registration: Any, reason: str = "overflow") -> None:
+        overflow = getattr(registration, "overflow", None)
         what = {
-            "overflow": "its buffer was full",
+            "overflow": f"its buffer was full (overflow={overflow!r})",
             "unregistered": "it was unregistered",
             "closed": "the bus closed",
         }.get(reason, reason)
@@ -200,3 +201,16 @@ class HandlerFailure:
     handler: Any
     exception: BaseException
     message: Message[Any] | None = None
+
+    @property
+    def dropped(self) -> bool:
+        """Whether the message was dropped before the handler got it (``MessageDroppedError``:
+        flow control, or the registration's or the bus's end chose so), not a failure of
+        the handler."""
+        return isinstance(self.exception, MessageDroppedError)
+
+    def __str__(self) -> str:
+        name = handler_name(self.handler)
+        if self.dropped:
+            return f"dropped at {self.address!r}: {self.exception}"
+        return f"{name} at {self.address!r} raised {type(self.exception).__name__}"

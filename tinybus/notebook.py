@@ -127,7 +127,14 @@ def plot_marbles(
 def _displayable_figure() -> type[Figure]:
     """A matplotlib ``Figure`` that shows itself in a notebook: a bare ``Figure`` (not made by
     pyplot) shows only as text unless the notebook ran ``%matplotlib inline``."""
-    from matplotlib.figure import Figure  # the tinybus[notebook] extra
+    try:
+        from matplotlib.figure import Figure  # the tinybus[notebook] extra
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            "plot_marbles needs matplotlib: install the notebook extra, "
+            '`pip install "tinybus[notebook]"` (or `uv add "tinybus[notebook]"`)',
+            name=exc.name,
+        ) from exc
 
     class MarbleFigure(Figure):
         def _repr_png_(self) -> bytes:
