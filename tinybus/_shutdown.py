@@ -151,19 +151,15 @@ class Shutdown:
         """A second caller waits for the first. A handler doing so counts as quiet: the first
         close() neither waits for it nor cancels it."""
         current = asyncio.current_task()
-        counted = current is not None and current in self.tasks.running
-        if counted:
-            assert current is not None
+        if current is not None:
             self._closers.add(current)
-            self.tasks.quiet_waiters += 1
-            self.tasks.wake()
+        self.tasks.wait_for_quiet(current)
         try:
             await asyncio.shield(closing)
         finally:
-            if counted:
-                assert current is not None
+            self.tasks.stop_waiting(current)
+            if current is not None:
                 self._closers.discard(current)
-                self.tasks.quiet_waiters -= 1
 
     async def _cancel_running(self, loop: asyncio.AbstractEventLoop, grace: float) -> None:
         """Cancel every running handler (but the caller, and handlers waiting in close())
@@ -212,20 +208,22 @@ class _waiting_for_quiet:
 
     def __init__(self, tasks: Tasks) -> None:
         self._tasks = tasks
-        self._counted = False
+        self._task: asyncio.Task[Any] | None = None
 
     def __enter__(self) -> None:
-        current = asyncio.current_task()
-        self._counted = current is not None and current in self._tasks.running
-        if self._counted:
-            self._tasks.quiet_waiters += 1
-            self._tasks.wake()
+        self._task = asyncio.current_task()
+        self._tasks.wait_for_quiet(self._task)
 
     def __exit__(self, *exc: object) -> None:
-        if self._counted:
-            self._tasks.quiet_waiters -= 1
+        self._tasks.stop_waiting(self._task)
 
 
 def _describe(task: asyncio.Task[Any]) -> str:
+    """The handler a task of the bus's runs (``Endpoint.run``'s, or the task's coroutine)."""
     coro = task.get_coro()
+    frame = getattr(coro, "cr_frame", None)
+    endpoint = None if frame is None else frame.f_locals.get("self")
+    handler = getattr(endpoint, "handler", None)
+    if handler is not None:
+        return f"{handler_name(handler)} at {getattr(endpoint, 'address', '?')!r}"
     return handler_name(coro) if coro is not None else repr(task)

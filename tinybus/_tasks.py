@@ -72,8 +72,12 @@ class Tasks:
         # Set while the loop ends with the bus open: buffered messages wait for the next.
         self.ending = False
         self._depth = 0
-        # drain()/close() waiting for quiet, and how many of the running tasks wait so.
+        # Quiet means: no task running but those waiting for quiet themselves (a handler that
+        # drains or closes the bus it runs on), which are ``waiting``; ``quiet_waiters``
+        # counts those of them that are in ``running`` (one that drains in its first step is
+        # added to ``running`` only once that step returns).
         self._quiet: asyncio.Future[None] | None = None
+        self.waiting: set[asyncio.Task[Any]] = set()
         self.quiet_waiters = 0
         self._bare_context = contextvars.Context()
 
@@ -102,7 +106,23 @@ class Tasks:
             task = asyncio.Task(coro, loop=loop)
             task.add_done_callback(self.ended, context=self._bare_context)
         self.running.add(task)
+        if task in self.waiting:  # it waits for quiet since its first step
+            self.quiet_waiters += 1
         return task
+
+    def wait_for_quiet(self, task: asyncio.Task[Any] | None) -> None:
+        """``task`` (the current one) waits for quiet: it does not count as running."""
+        if task is not None:
+            self.waiting.add(task)
+            if task in self.running:
+                self.quiet_waiters += 1
+            self._wake()
+
+    def stop_waiting(self, task: asyncio.Task[Any] | None) -> None:
+        if task is not None and task in self.waiting:
+            self.waiting.discard(task)
+            if task in self.running:
+                self.quiet_waiters -= 1
 
     def leave(self) -> None:
         """The current task, a handler's, ends: the last step of every handler task."""
@@ -158,4 +178,5 @@ class Tasks:
         self.collecting = None
         self._depth = 0
         self._quiet = None
+        self.waiting.clear()
         self.quiet_waiters = 0

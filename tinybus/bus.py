@@ -223,5 +223,11 @@ class EventBus(Registering, Watching, Sending):
 
 def _check_grace(timeout: object) -> float:
     if (type(timeout) is float or type(timeout) is int) and timeout >= 0:
-        return float(timeout)
+        try:
+            return float(timeout)
+        except OverflowError:  # an int beyond any float
+            raise ValueError(
+                "close timeout is too large to be a number of seconds; use math.inf to let "
+                "handlers finish for as long as they take"
+            ) from None
     raise ValueError(f"close timeout must be a number of seconds >= 0, got {timeout!r}")
