@@ -189,10 +189,12 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         elif message.kind != "request":
             pipeline.push(message)  # (a copy, if asked for, is made at the handler)
         elif (error := pipeline.push_request(message)) is not None:
-            # A rejection is the requester's failure; an operator's failure was reported (and
-            # counted) on bus.errors already, and is given to the requester too.
+            # A rejection is the requester's failure, and this consumer's; an operator's
+            # failure was reported (and counted) on bus.errors already, and is given to the
+            # requester too.
             responder = message.responder
             assert responder is not None
+            responder.source = self
             if isinstance(error, EventBusError):
                 responder.settle_failure(error, False)
             else:

@@ -134,12 +134,20 @@ class Requests:
                     await endpoint.run(message, awaitable, own_task=False)
                 except asyncio.CancelledError:
                     # The bus's cancellation (its deadline, or close()) becomes the
-                    # requester's outcome; any other stays a cancellation.
+                    # requester's outcome; any other stays a cancellation. An answer given
+                    # before it never reached the requester.
+                    self._undelivered(exchange)
                     if exchange.ended_by is not None and task.uncancel() == 0:
                         raise exchange.ended_by from None
                     raise
                 finally:
                     exchange.task = None
+                if exchange.ended_by is not None:
+                    # The handler caught the bus's cancellation and returned: the deadline
+                    # (or close()) still ended the request.
+                    self._undelivered(exchange)
+                    task.uncancel()
+                    raise exchange.ended_by
         reply = exchange.outcome
         self.replies.close(exchange)
         if reply is None:  # the bus closed while the handler ran
@@ -147,6 +155,12 @@ class Requests:
         if self.replies.clock() >= exchange.deadline:
             return self._late(exchange, reply)
         return reply
+
+    def _undelivered(self, exchange: Exchange) -> None:
+        """The outcome given to ``exchange`` does not reach its requester after all."""
+        outcome, exchange.outcome = exchange.outcome, None
+        if outcome is not None:
+            self.replies.take_back(outcome)
 
     # -- conversations ---------------------------------------------------------------------
 
