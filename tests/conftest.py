@@ -15,6 +15,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="run the stateful model test (tests/test_model.py) with 3000 examples, not 300",
     )
+    parser.addoption(
+        "--uvloop",
+        action="store_true",
+        default=False,
+        help="run every test on uvloop's event loop (uv run --group uvloop pytest --uvloop)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--uvloop"):
+        import uvloop  # the uvloop group
+
+        # Every loop the tests make (pytest-asyncio's, asyncio.run's, new_event_loop()'s) is
+        # uvloop's; those of tests/clock.py stay virtual-clock selector loops.
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def on_uvloop(loop: asyncio.AbstractEventLoop | None = None) -> bool:
+    """Whether ``loop`` (the running one by default) is uvloop's. Its clock reads libuv's
+    millisecond time, updated once per loop iteration: a handler that answers within the
+    iteration its request was made in has taken no time by it, and two readings across a
+    blocked iteration differ by whole milliseconds."""
+    loop = loop or asyncio.get_running_loop()
+    return type(loop).__module__.startswith("uvloop")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    loop = "uvloop" if config.getoption("--uvloop") else "asyncio's default"
+    return f"event loop: {loop}"
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ from tinybus import (
 )
 
 from .clock import run_virtual
-from .conftest import Gate
+from .conftest import Gate, on_uvloop
 
 WAIT = 5.0  # the bound on every wait: a test that reaches it has found a hang
 BLOCK = 0.2  # how long a blocking handler holds the loop
@@ -175,7 +175,8 @@ async def test_the_bus_recovers_from_a_handler_that_blocks_the_loop(
         else:
             bus.consumer("freeze", freeze_sync)
             await bus.send("freeze", None)
-        assert loop.time() - started >= BLOCK
+        resolution = 0.001 if on_uvloop(loop) else 0.0  # (its clock counts milliseconds)
+        assert loop.time() - started >= BLOCK - resolution
 
         async with asyncio.timeout(WAIT):
             outcomes = await asyncio.gather(*pending, late, return_exceptions=True)
@@ -1277,8 +1278,16 @@ def test_keyboard_interrupt_and_system_exit_in_a_handler_propagate(
         with pytest.raises(interrupt):
             loop.run_until_complete(caller)
         if style == "async, after suspending":
-            assert not caller.done()  # it escaped from the handler's task, out of the loop
-            loop.run_until_complete(asyncio.wait({caller}, timeout=WAIT))
+            if not on_uvloop(loop):
+                assert not caller.done()  # it escaped from the handler's task, out of the loop
+            # (uvloop lets the interrupt out after the rest of the iteration's callbacks, so
+            # the caller may have its outcome already; and the stop the interrupt asked for is
+            # still pending, which ends the next run at once.)
+            for _ in range(2):
+                with contextlib.suppress(RuntimeError):  # "stopped before Future completed"
+                    loop.run_until_complete(asyncio.wait({caller}, timeout=WAIT))
+                if caller.done():
+                    break
             assert caller.done()
             if role == "consumer, request":
                 error = caller.exception()
@@ -1311,7 +1320,9 @@ def test_keyboard_interrupt_and_system_exit_in_a_handler_propagate(
         gc.collect()  # asyncio's complaints about collected tasks reach our handler
         loop.close()
     assert only_unretrieved_interrupts(problems, interrupt), problems
-    if style != "async, before suspending":
+    if style != "async, before suspending" and not on_uvloop(loop):
+        # (On uvloop, whose loop lets the interrupt out of the task's step in another order,
+        # asyncio notes the task's exception as never retrieved here too.)
         assert problems == []
 
 
