@@ -70,7 +70,7 @@ async def _awaits(message: Message[int]) -> int:
     ids=["task", "inline", "buffered", "piped"],
 )
 @pytest.mark.parametrize("handler", [_returns, _awaits, lambda message: message.body])
-async def test_every_message_goes_through_its_address_subject_and_every_answer_through_the_reply_subject(
+async def test_every_message_goes_through_its_subject_and_every_answer_through_the_reply_subject(
     monkeypatch: pytest.MonkeyPatch, options: dict[str, Any], handler: Any
 ) -> None:
     pushes = Pushes(monkeypatch)

@@ -22,23 +22,27 @@ One bus per example, on the virtual clock of ``tests/clock.py`` (``EventBus(defa
   and of inline ones, also while a publisher waits before their turn);
 - ``publish`` (also to ``c``, where only the pattern listens), ``send`` and ``request`` (timeouts
   0.5, 1.5, 2.5 s or the bus default), each started as a task of its own (and messages that
-  keep an inline handler busy where more inline handlers follow: turns to come); what a handler does
+  keep an inline handler busy where more inline handlers follow: turns to come; and requests
+  to an address whose turn is an inline consumer's, mostly ones that suspend); what a handler does
   with a message is chosen per message (it is in the body): reply at once, raise at once, raise
   ``CancelledError`` itself, ``message.fail(7, ...)``, sleep 1 or 2 virtual seconds then reply,
   or hang on an ``asyncio.Event`` (after a ``message.reply(...)``, or not) until a later step
   releases it with a reply, a failure or a ``CancelledError``;
-- cancelling a waiting requester, publisher, sender or ``drain()`` (a publisher or sender
-  awaiting an inline handler cancels it, and the inline handlers after it that are still
-  registered get the message through their registrations, in tasks of the bus's own);
+- cancelling a waiting requester, publisher, sender or ``drain()`` (a requester running an
+  inline consumer's handler cancels it; a publisher or sender awaiting an inline handler
+  cancels it, and the inline handlers after it that are still registered get the message
+  through their registrations, in tasks of the bus's own);
   cancelling a running handler's task from outside (it has failed, as the README says, and
   its registration's buffer moves on); the suspected race: a hanging handler released and
   its requester cancelled in one loop iteration, in either order (also when the handler's
-  answer settles the requester's future before the cancellation);
+  answer settles the requester's future before the cancellation; also an inline consumer's
+  handler, which runs in its requester's task);
 - advancing the virtual clock by 1-3 s; ``drain()``; ``close()`` (also twice), after which every
   call must raise ``BusClosedError``; a run not closed by a step is closed at its end, and the
-  clock is advanced past the grace period. Inline handlers outlive ``close()`` (it neither waits
-  for nor cancels them; their publishers do wait): later steps may still release them, and the
-  end of a run releases and wakes what is left, checking as it goes.
+  clock is advanced past the grace period. Inline handlers of publishes and sends outlive
+  ``close()`` (it neither waits for nor cancels them; their publishers do wait): later steps may
+  still release them, and the end of a run releases and wakes what is left, checking as it
+  goes (an inline consumer's handler of a request ends at once: ``close()`` cancels it).
 
 Inline handlers are modelled as the README says: a publish or send that reaches them calls
 them at their turn, after the message has reached every other handler, one after another, in
@@ -46,12 +50,24 @@ its own task, and awaits each before its other work; they are not running handle
 ``bus.stats()``, ``drain()`` or ``close()``; their failures go to ``bus.errors`` (after
 ``close()``, when ``bus.errors`` has completed, they are only counted); a registration that has
 a buffer (``max_concurrency``, or one ``pause()`` gave it) or a pipe runs its handler in a
-task, inline or not; requests are never inline. A registration that ``pause()`` gave a buffer
-while a publisher waited before its turn gets the message at that turn, through its buffer:
-the publisher waits there for the handling it started (or for room under ``"block"``) before
-the next turn, and goes on when it runs again (after the done callbacks of the task it
-awaited; after ``drain()`` and ``close()`` when its room was made by another task's end); a
-turn whose registration was unregistered since is skipped.
+task, inline or not. A registration that ``pause()`` gave a buffer while a publisher waited
+before its turn gets the message at that turn, through its buffer: the publisher waits there
+for the handling it started (or for room under ``"block"``) before the next turn, and goes on
+when it runs again (after the done callbacks of the task it awaited; after ``drain()`` and
+``close()`` when its room was made by another task's end); a turn whose registration was
+unregistered since is skipped.
+
+A request to an inline consumer with neither a buffer nor a pipe calls its handler at once in
+the requester's task, like a function call: it is not a running handler either. Whatever it
+answers (its return value, its ``message.reply``, its failure: ``HandlerExecutionError``)
+reaches the requester when the handler returns, not before, and is counted as any request's
+(a ``message.reply`` when it is given, and taken back if the requester never gets it). Its
+deadline, the requester's cancellation and ``close()`` cancel the handler where it waits (not
+a failure, not reported), and the requester gets ``HandlerTimeoutError`` at the deadline
+exactly, ``CancelledError``, or ``BusClosedError`` at once (``close()`` fails pending requests
+first). (Unregistered between being picked and its turn, the consumer would fail the request
+with ``MessageDroppedError`` "unregistered"; but the turn comes in the same call that picks
+it, so only a synchronous unregister could do that, and no step is one.)
 
 What is checked after every step
 --------------------------------
@@ -70,7 +86,8 @@ The model (plain lists and dicts below, ``Model``) predicts, and the test compar
 - which handlers are running (inline ones included); ``bus.stats()``: ``totals`` (every
   ``Counters`` field: a pipe's failure on a request counts once, a buffered request skipped
   because its requester stopped waiting is ``dropped``), ``pending_requests``,
-  ``running_handlers``, ``scheduled_timers`` (0: no time-based operators),
+  ``running_handlers``, ``scheduled_timers`` (no time-based operators, so only the one timer
+  the deadlines of pending requests share: 1 while a request is pending, else 0),
   ``subscriptions``, ``queued``; each registration's ``is_registered``, ``is_paused``,
   ``queued``, ``dropped``, ``delivered``, ``replied``, ``failed``; the virtual time.
 
@@ -139,6 +156,24 @@ Avoided by the machine:
 The race (a failure settling the requester's future in the iteration in which the requester is
 then cancelled) lost the failure before commit 9cf708a; it is now a plain regression test here,
 and the machine generates it.
+
+Found while modelling requests to inline consumers, and fixed (commit f6a070d); their
+regression tests are in ``tests/test_inline_requests_defects.py``, and the machine generates
+the first and the last paths and predicts the fixed behaviour:
+
+- an inline consumer's ``message.reply`` was counted as ``replied`` (the bus's and the
+  consumer's) and stayed counted when its requester never got it: the deadline, the
+  requester's cancellation or ``close()`` ended the handler before it returned (it is now
+  counted when given, and taken back then);
+- an inline consumer that caught the deadline's cancellation and returned gave its requester
+  ``BusClosedError`` on an open bus, and the bus's cancellation (deadline or ``close()``) of
+  such a handler was left on the requester's task (``cancelling()`` stayed 1) (not generated:
+  the machine's handlers do not catch their cancellation);
+- a request its consumer's pipe filters out (``MessageRejectedError``) counted as ``failed`` in
+  ``totals``, but not in the consumer's own ``failed``.
+
+Round-robin follows the bus's ring: a consumer registered joins it last, so when the turn has
+come round to the first consumer, the new one waits for a whole round.
 """
 
 from __future__ import annotations
@@ -304,7 +339,9 @@ class ModelLoop(VirtualClockLoop):
 class Handler:
     """One registration's handler; what it does with a message is written in the body:
     ``(message number, behaviour)``. ``run`` is the coroutine-function flavour, ``call`` the
-    plain-function one (it answers at once, or returns a coroutine for the slow behaviours)."""
+    plain-function one (it answers at once, or returns a coroutine for the slow behaviours).
+    Their parameter is not annotated: a consumer's gets the message, a listener's the body
+    (an annotation, even ``Any``, would give a consumer the body)."""
 
     def __init__(self, machine: BusMachine, rid: int, takes_message: bool) -> None:
         self.machine = machine
@@ -348,13 +385,13 @@ class Handler:
             machine.handler_tasks.pop(key, None)
         return self._answer(mid, behaviour)
 
-    async def run(self, argument: Any) -> Any:
+    async def run(self, argument) -> Any:
         mid, behaviour = self._begin(argument)
         if behaviour in AT_ONCE:
             return self._answer(mid, behaviour)
         return await self._slowly(mid, behaviour)
 
-    def call(self, argument: Any) -> Any:
+    def call(self, argument) -> Any:
         mid, behaviour = self._begin(argument)
         if behaviour in AT_ONCE:
             return self._answer(mid, behaviour)
@@ -420,6 +457,9 @@ class MOp:
     # request
     timeout: float = 0.0
     pending: bool = False  # not answered while being sent: a pending request of the bus
+    # ... to an inline consumer, whose handler runs in its task (``turn``): the answer it gave
+    # before it returned (message.reply), which the requester gets only when it returns.
+    answer: Outcome | None = None
 
 
 @dataclass(eq=False)
@@ -480,7 +520,8 @@ class MJob:
     msg: MMsg
     mailboxed: bool  # started by the registration's mailbox, which counts it as running
     waiter: MOp | None  # the publish or send that waits for it
-    turn_of: MOp | None = None  # inline: run by this publish or send, in its task
+    # inline: run by this publish, send or request, in its task (a request's is its ``turn``)
+    turn_of: MOp | None = None
 
     @property
     def is_task(self) -> bool:
@@ -495,19 +536,23 @@ class Model:
     """What the bus must do, as plain Python: routing, flow control, replies, timeouts, close.
 
     Handlers are called in registration order (the address's, then the pattern's); request and
-    send pick consumers round-robin; a registration's mailbox starts at most ``limit``
-    handlings, keeps up to ``max_buffered`` waiting in order and applies its overflow policy
-    beyond; a pending request ends with the first of its answer, its deadline, its
-    cancellation or close; close fails pending requests, completes pipelines (ending their
-    registrations), waits for running handlers up to the grace period, then drops what waits
-    and cancels what runs.
+    send pick consumers round-robin (a ring: a new consumer joins it last); a registration's
+    mailbox starts at most ``limit`` handlings, keeps up to ``max_buffered`` waiting in order
+    and applies its overflow policy beyond; a pending request ends with the first of its
+    answer (an inline consumer's: when its handler returns), its deadline, its cancellation or
+    close (the last three cancel an inline consumer's handler, running in the requester's
+    task); close fails pending requests, completes pipelines (ending their registrations),
+    waits for running handlers up to the grace period, then drops what waits and cancels what
+    runs.
     """
 
     def __init__(self, grace: float) -> None:
         self.grace = grace
         self.now = 0.0
         self.regs: list[MReg] = []
-        self.cursors: dict[str, int] = {}
+        # Whose turn it is at each address: its consumers form a ring in registration order,
+        # a new one joins it last (just before the first), and the turn moves on to the next.
+        self.turn: dict[str, MReg | None] = {}
         self.jobs: dict[Key, MJob] = {}
         self.ops: list[MOp] = []
         self.timers: list[tuple[float, int, str, Any]] = []
@@ -608,12 +653,16 @@ class Model:
     def _settle_request(self, op: MOp, reg: MReg, outcome: Outcome) -> None:
         """The requester gets ``outcome`` from ``reg``; replies and failures are counted."""
         self._finish(op, *outcome)
+        self._count_answer(reg, outcome)
+
+    def _count_answer(self, reg: MReg, outcome: Outcome, step: int = 1) -> None:
+        """Count an answer that reaches its requester (``step=-1``: take it back)."""
         if outcome[0] == "value":
-            self.counts.replied += 1
-            reg.replied += 1
+            self.counts.replied += step
+            reg.replied += step
         elif not issubclass(outcome[1], MessageDroppedError):
-            self.counts.failed += 1
-            reg.failed += 1
+            self.counts.failed += step
+            reg.failed += step
 
     def _release(self, op: MOp | None, token: object) -> None:
         """A publish or send stops waiting for ``token``; it returns once nothing is left."""
@@ -653,6 +702,8 @@ class Model:
     def register(self, reg: MReg) -> None:
         reg.has_mailbox = reg.limit is not None
         self.regs.append(reg)
+        if reg.kind == "consumer" and self.turn.get(reg.address) is None:
+            self.turn[reg.address] = reg
 
     def unregister(self, reg: MReg) -> None:
         self.end_registration(reg, discard=True)
@@ -661,10 +712,9 @@ class Model:
     def end_registration(self, reg: MReg, discard: bool) -> None:
         if not reg.registered:
             return
-        if reg.kind == "consumer":
-            index = self.consumers(reg.address).index(reg)
-            if index < self.cursors.get(reg.address, 0):
-                self.cursors[reg.address] -= 1
+        if reg.kind == "consumer" and self.turn.get(reg.address) is reg:
+            following = self._next(reg)
+            self.turn[reg.address] = None if following is reg else following
         reg.registered = False
         if reg.has_mailbox:
             if discard:
@@ -734,7 +784,7 @@ class Model:
         msg = MMsg(mid, behaviour, op)
         self.requests.append(msg)
         if reg.pipe == "even" and mid % 2:  # filtered out: the requester fails at once
-            msg.fate = "refused"
+            msg.fate = "refused"  # (the consumer's failure too: test_inline_requests_defects)
             self._settle_request(op, reg, ("error", MessageRejectedError, None))
         elif reg.pipe == "boom" and mid % 3 == 0:
             # Reported on bus.errors and raised to the requester: one failure, counted once
@@ -744,6 +794,11 @@ class Model:
             self._finish(op, "error", HandlerExecutionError, ("PipeBoom", reg.rid, mid))
         elif reg.has_mailbox:
             self._offer(reg, msg, None)
+        elif reg.inline:
+            # Called at once in the requester's task, like a function call (picked while the
+            # request is pushed, its turn comes in the same call: nothing can unregister it
+            # between, which would fail the request with MessageDroppedError "unregistered").
+            self._dispatch(reg, msg, None, mailboxed=False, asker=op)
         else:
             self._dispatch(reg, msg, None, mailboxed=False)
         if not op.done:
@@ -772,6 +827,8 @@ class Model:
         self.close_op = op
         for request in self.ops:
             if request.kind == "request" and not request.done:
+                # (An inline consumer's handler running in its task is cancelled there.)
+                self._stop_turn(request)
                 self._finish(request, "error", BusClosedError, None)
         for reg in self.regs:
             if reg.registered and reg.pipe is not None:
@@ -788,11 +845,10 @@ class Model:
 
     def cancel(self, op: MOp) -> None:
         job = op.turn
-        at_turn = job is not None or bool(op.turn_waits)
-        if job is not None:
-            # The inline handler it awaits is cancelled with it (not a failure).
-            del self.jobs[(job.reg.rid, job.msg.mid)]
-            op.turn = None
+        at_turn = op.kind != "request" and (job is not None or bool(op.turn_waits))
+        # The inline handler it awaits (a requester: the one it runs) is cancelled with it:
+        # not a failure, not reported.
+        self._stop_turn(op)
         # At the turn of a registration with a buffer: what its buffer started goes on, what
         # waits for room leaves with it.
         for token in [*op.turn_waits, *op.waits]:
@@ -837,6 +893,9 @@ class Model:
                         self._job_end(what, "ok")
                 elif kind == "deadline":
                     if not what.done:
+                        # An inline consumer's handler, running in the requester's task, is
+                        # cancelled there (as asyncio.timeout would): not a failure.
+                        self._stop_turn(what)
                         self._finish(what, "error", HandlerTimeoutError, what.timeout)
                 elif kind == "grace" and not self.finished:
                     self._finish_close()
@@ -846,17 +905,33 @@ class Model:
     def _is_running(self, job: MJob) -> bool:
         return self.jobs.get((job.reg.rid, job.msg.mid)) is job
 
+    def _stop_turn(self, op: MOp) -> None:
+        """The inline handler running in ``op``'s task is cancelled there: it ends without an
+        outcome (not a failure, not reported), and an answer it gave never reaches the
+        requester: not counted after all."""
+        job = op.turn
+        if job is not None:
+            del self.jobs[(job.reg.rid, job.msg.mid)]
+            op.turn = None
+            if op.answer is not None:
+                self._count_answer(job.reg, op.answer, -1)
+                op.answer = None
+
     # -- inside the bus -----------------------------------------------------------------
 
     def _pick(self, address: str) -> MReg | None:
         consumers = self.consumers(address)
         if not consumers:
             return None
-        index = self.cursors.get(address, 0)
-        if index >= len(consumers):
-            index = 0
-        self.cursors[address] = index + 1
-        return consumers[index]
+        reg = self.turn[address]
+        assert reg in consumers, (reg, consumers)
+        self.turn[address] = self._next(reg)
+        return reg
+
+    def _next(self, reg: MReg) -> MReg:
+        """The consumer after ``reg`` in the ring of its address."""
+        consumers = self.consumers(reg.address)
+        return consumers[(consumers.index(reg) + 1) % len(consumers)]
 
     def _pipe_failure(self, reg: MReg, mid: int) -> None:
         """The pipe's operator raised: reported, the pipeline subscribed again or ended."""
@@ -905,7 +980,16 @@ class Model:
         if not op.waits and not op.done and not op.collecting:
             self._finish_sending(op)
 
-    def _dispatch(self, reg: MReg, msg: MMsg, waiter: MOp | None, mailboxed: bool) -> MJob | None:
+    def _dispatch(
+        self,
+        reg: MReg,
+        msg: MMsg,
+        waiter: MOp | None,
+        mailboxed: bool,
+        asker: MOp | None = None,
+    ) -> MJob | None:
+        """Call the handler; the job, if it suspended (``asker``: an inline consumer's, which
+        runs in the requester's task, ``asker``'s ``turn``)."""
         if msg.request is not None and msg.request.done:
             # A buffered request whose requester stopped waiting is skipped: dropped, not
             # reported (its requester has its outcome).
@@ -921,10 +1005,12 @@ class Model:
         if msg.behaviour in AT_ONCE:
             self._outcome(reg, msg, msg.behaviour)
             return None
+        job = MJob(reg, msg, mailboxed, waiter, turn_of=asker)
+        self.jobs[(reg.rid, msg.mid)] = job
+        if asker is not None:
+            asker.turn = job
         if msg.behaviour == "reply_hang" and msg.request is not None:
             self._outcome(reg, msg, "early")  # message.reply(), then it goes on working
-        job = MJob(reg, msg, mailboxed, waiter)
-        self.jobs[(reg.rid, msg.mid)] = job
         if msg.behaviour in SLEEPS:
             self._at(self.now + sleep_of(msg.behaviour, reg.rid, msg.mid), "job", job)
         if waiter is not None:
@@ -948,12 +1034,20 @@ class Model:
             outcome = ("error", ReplyFailedError, (FAIL_CODE, f"{reg.rid}:{msg.mid}"))
         else:
             outcome = ("error", HandlerExecutionError, (KIND_OF[behaviour], reg.rid, msg.mid))
-        if not op.done:
-            self._settle_request(op, reg, outcome)
-        elif failed:
+        if op.done or op.answer is not None:
             # Its requester has an answer already (explicit, or its timeout, cancellation or
             # BusClosedError): the failure goes to bus.errors. A late reply is dropped.
-            self._report(reg, KIND_OF[behaviour], msg.mid)
+            if failed:
+                self._report(reg, KIND_OF[behaviour], msg.mid)
+        elif behaviour == "early" and op.turn is not None:
+            # An inline consumer's reply: the answer, which the requester, in whose task the
+            # handler runs, gets when the handler returns. Counted now, when it reaches the
+            # request's exchange, and taken back if the requester never gets it: its
+            # deadline, cancellation or close() ends the handler first (_stop_turn).
+            op.answer = outcome
+            self._count_answer(reg, outcome)
+        else:
+            self._settle_request(op, reg, outcome)
 
     def _job_end(self, job: MJob, behaviour: str) -> None:
         reg = job.reg
@@ -963,16 +1057,24 @@ class Model:
         if job.mailboxed:
             reg.running -= 1
             self._pump(reg)
-        if job.turn_of is not None:
-            job.turn_of.turn = None
-            self._take_turns(job.turn_of)
+        op = job.turn_of
+        if op is not None and op.kind == "request":
+            # The inline consumer's handler returned: its requester resumes, with the answer
+            # it gave before returning, if it gave one (else _outcome settled it just now).
+            op.turn = None
+            if not op.done:
+                assert op.answer is not None, op
+                self._finish(op, *op.answer)
+        elif op is not None:
+            op.turn = None
+            self._take_turns(op)
         self._wake(later=False)  # (the task's waiters run before drain() and close() see it)
         self._quiet()
         self._wake()
 
     def tasks(self) -> list[MJob]:
         """The handlings in tasks of the bus's own: what drain() and close() wait for, and
-        close() cancels (not the inline ones: their publishers wait for them)."""
+        close() cancels (not the inline ones: they run in their callers' tasks)."""
         return [job for job in self.jobs.values() if job.is_task]
 
     def _quiet(self) -> None:
@@ -1379,6 +1481,33 @@ class BusMachine(RuleBasedStateMachine):
             kind = "publish"
         self.message(kind, address, behaviour, variant, None)
 
+    @precondition(lambda self: self.model is not None and self._inline_consumers_next())
+    @rule(
+        index=indexes,
+        behaviour=st.sampled_from(("hang", "hang", "reply_hang", "reply_hang", *SLEEPS, "ok")),
+        timeout=st.sampled_from(TIMEOUTS),
+    )
+    def request_to_an_inline_consumer(
+        self, index: int, behaviour: str, timeout: float | None
+    ) -> None:
+        """A request to an address whose turn is an inline consumer's without a buffer: its
+        handler runs in the requester's task (more of them, and more that suspend)."""
+        addresses = self._inline_consumers_next()
+        self.message("request", addresses[index % len(addresses)], behaviour, 0, timeout)
+
+    def _inline_consumers_next(self) -> list[str]:
+        model = self.m
+        if model.closed:
+            return []
+        return [
+            address
+            for address in ADDRESSES
+            if (reg := model.turn.get(address)) is not None
+            and reg.registered
+            and reg.inline
+            and not reg.has_mailbox
+        ]
+
     def _inline_chains(self) -> list[str]:
         model = self.m
         if model.closed:
@@ -1419,18 +1548,19 @@ class BusMachine(RuleBasedStateMachine):
         self.m.release(job, "killed")
 
     def _killable(self) -> list[MJob]:
-        """Running handlers in tasks of their own (an inline one runs in its publisher's task,
-        which the ``cancel`` rule cancels)."""
+        """Running handlers in tasks of their own (an inline one runs in its publisher's,
+        sender's or requester's task, which the ``cancel`` rule cancels)."""
         model = self.m
         return [model.jobs[key] for key in sorted(model.jobs) if model.jobs[key].is_task]
 
     @precondition(lambda self: self.model is not None and self.model.waiting())
     @rule(index=indexes)
     def cancel(self, index: int) -> None:
-        """Cancel a waiting requester, publisher, sender or drain(). A publisher or sender
-        awaiting an inline handler cancels it (or, at the turn of a registration with a
-        buffer, stops waiting there); the inline handlers after it that are still registered
-        get the message through their registrations, in tasks of the bus's own."""
+        """Cancel a waiting requester, publisher, sender or drain(). A requester running an
+        inline consumer's handler cancels it (not a failure). A publisher or sender awaiting
+        an inline handler cancels it (or, at the turn of a registration with a buffer, stops
+        waiting there); the inline handlers after it that are still registered get the
+        message through their registrations, in tasks of the bus's own."""
         waiting = self.m.waiting()
         op = waiting[index % len(waiting)]
         self._do(self.tasks[op.oid].cancel)
@@ -1462,7 +1592,10 @@ class BusMachine(RuleBasedStateMachine):
         the same loop iteration, the cancellation first, or the answer first (the handler
         settles the requester's future, then the requester is cancelled before it resumes).
         Either way the requester gets CancelledError and the answer is late: a failure goes to
-        bus.errors (counted once), a reply is dropped (and not counted)."""
+        bus.errors (counted once), a reply is dropped (and not counted). An inline consumer's
+        handler runs in the requester's task: cancelled first, it is cancelled where it waits
+        (no answer, nothing reported); answering first, the requester resumes with the answer
+        and ends before the cancellation comes."""
         jobs = self.m.hanging_requests()
         job = jobs[index % len(jobs)]
         request = job.msg.request
@@ -1480,8 +1613,16 @@ class BusMachine(RuleBasedStateMachine):
                 gate.set()
 
         self._do(both)
-        self.m.cancel(request)
-        self.m.release(job, outcome)
+        if job.turn_of is None:
+            self.m.cancel(request)
+            self.m.release(job, outcome)
+        elif answer_first:
+            # An inline consumer's handler runs in the requester's task: it returns, and the
+            # requester with it, before the cancellation comes (to a task that has ended).
+            self.m.release(job, outcome)
+            assert request.done
+        else:
+            self.m.cancel(request)  # the handler is cancelled where it waits: never released
 
     @precondition(lambda self: self.model is not None)
     @rule(seconds=st.integers(1, 3))
@@ -1553,7 +1694,8 @@ class BusMachine(RuleBasedStateMachine):
         assert stats.totals == model.counts
         assert stats.pending_requests == model.pending_requests()
         assert stats.running_handlers == len(model.tasks())
-        assert stats.scheduled_timers == 0
+        # No Rx timers (no time-based operators); the deadlines of pending requests share one.
+        assert stats.scheduled_timers == min(1, model.pending_requests())
         assert stats.subscriptions == len(model.live())
         assert stats.queued == sum(reg.queued for reg in model.regs)
 

@@ -388,7 +388,7 @@ async def test_one_rule_decides_what_a_handler_receives(bus: EventBus, role: str
     def takes_anything(value: Any) -> None:
         received["Any"] = value
 
-    def unannotated(value):  # type: ignore[no-untyped-def]
+    def unannotated(value):
         received["none"] = value
 
     register = bus.consumer if role == "consumer" else bus.on

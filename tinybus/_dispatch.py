@@ -205,7 +205,11 @@ class Dispatch:
                     continue
                 awaitable = endpoint.turn(message)
                 if awaitable is not None:
-                    await endpoint.run(message, awaitable, own_task=False)
+                    try:
+                        await awaitable
+                    except BaseException as exc:
+                        if endpoint.raised(message, exc, False):
+                            raise
             except asyncio.CancelledError:
                 # The caller's: the later inline handlers still get the message, in tasks.
                 for later in turns[index + 1 :]:
@@ -213,7 +217,8 @@ class Dispatch:
                         later.enter(message)
                 _withdraw(collected.waits)
                 raise
-        await _wait(collected.waits)
+        if collected.waits:
+            await _wait(collected.waits)
         if collected.refusal is not None:
             raise collected.refusal
 

@@ -1,13 +1,11 @@
 """``Endpoint``: one registration's side of the bus, from its address's Subject to its handler.
 
 A message pushed into an address's Subject reaches each registration's endpoint (a published
-one), or the endpoint of one consumer (a sent or requested one). From there it goes through
-the registration's pipeline (``pipe=``), if any, and its mailbox (concurrency limit, buffer,
-pause), if any, to ``Endpoint.call``, or, for an inline registration, to the caller, which
-runs ``Endpoint.turn`` when it awaits, which calls ``Endpoint.call`` too: the one place where
-a handler is called, whatever the role, the mode or the kind of message. Its outcome
-goes to ``settle``/``settle_failure``: to the requester (through the request's ``Exchange``)
-for a request, else, for a failure, to ``bus.errors``.
+one), or one consumer's (a sent or requested one). It goes through the registration's pipeline
+and mailbox, if any, to ``Endpoint.call``, the one place where a handler is called, whatever
+the role, the mode or the kind of message; an inline registration's caller calls it at its
+turn (``Endpoint.turn``). The outcome goes to ``settle``/``settle_failure``: to the requester
+(through the request's ``Exchange``) for a request, else, for a failure, to ``bus.errors``.
 """
 
 from __future__ import annotations
@@ -55,8 +53,7 @@ ENDS_TASK = (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt, SystemExi
 ENDS_CALLER = (GeneratorExit, KeyboardInterrupt, SystemExit)
 
 
-# For a type check that type checkers do not narrow on (the value stays what it was).
-COROUTINE: type = CoroutineType
+COROUTINE: type = CoroutineType  # (a type check that type checkers do not narrow on)
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
@@ -127,24 +124,20 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         self.max_concurrency = max_concurrency
         self.max_buffered = max_buffered
         self.overflow: Overflow = overflow
-        # What flows through its pipeline: the whole message for consumers (a request's
-        # answer needs it) and for handlers that take it, else the body.
+        # What its pipeline carries: the message for consumers and handlers that take it.
         self.pipe_messages = role == "consumer" or types.wants_message
         self.items_are_messages = True  # False once a pipeline of bodies feeds the handler
         self.pipeline: Pipeline | None = None
         self.mailbox: Mailbox | None = None
         self.registered = True
-        # A message from the Subject goes straight to the handler, in a task: registered,
-        # with no pipeline, no mailbox, not inline (``update``).
-        self.direct = not inline
+        self.direct = not inline  # from the Subject straight to a task (``update``)
         self.delivered = self.replied = self.failed = 0
         self.registration: Registration | None = None  # its public handle
         self.subject: AddressSubject | None = None  # set while attached to its address
         # Consumers of one address form a ring, the order requests and sends take turns in.
         self.ring_next: Endpoint = self
         self.ring_previous: Endpoint = self
-        # Called once when the registration ends (on_unregistered, wait_unregistered), by a
-        # key of their own, so that a wait given up takes itself out.
+        # Called once it ends (on_unregistered, wait_unregistered), by keys of their own.
         self.ends: dict[object, Callable[[Registration], object]] | None = None
 
     # -- from the Subject to the handler -------------------------------------------------
@@ -176,10 +169,10 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
             self.call(message, False)
 
     def on_error(self, error: Exception) -> None:
-        """Address subjects never error; nothing to do."""
+        """Address subjects never error."""
 
     def on_completed(self) -> None:
-        """The bus closed; the registration ends with it."""
+        """The bus closed; the registration ends with it (``Endpoint.ended``)."""
 
     def _enter_pipeline(self, message: Message[Any]) -> None:
         pipeline = self.pipeline
@@ -189,9 +182,8 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         elif message.kind != "request":
             pipeline.push(message)  # (a copy, if asked for, is made at the handler)
         elif (error := pipeline.push_request(message)) is not None:
-            # A rejection is the requester's failure, and this consumer's; an operator's
-            # failure was reported (and counted) on bus.errors already, and is given to the
-            # requester too.
+            # The requester's failure, and this consumer's; an operator's failure was reported
+            # (and counted) on bus.errors already, and is given to the requester too.
             responder = message.responder
             assert responder is not None
             responder.source = self
@@ -234,7 +226,7 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
 
     def turn(self, message: Message[Any]) -> Awaitable[Any] | None:
         """An inline handler's turn, in the caller's task: call it; what to await, if it
-        returned an awaitable (``run`` it with ``own_task=False``)."""
+        returned an awaitable (its outcome: ``raised``, or ``settle``)."""
         if not self.registered:
             return None  # unregistered by a handler called before it
         if self.tasks.closing:
@@ -291,7 +283,7 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
             return awaitable
         tasks = self.tasks
         # A mailbox watches its tasks end, to start the next: they leave ``running`` then.
-        task = tasks.start(self.run(message, awaitable, True, self.mailbox is not None))
+        task = tasks.start(self.run(message, awaitable, self.mailbox is not None))
         if task is not None and tasks.collecting is not None:
             tasks.collecting.wait_for(task)
         return task
@@ -338,34 +330,43 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         return message if body is message.body else copy_with_body(message, body)
 
     async def run(
-        self,
-        message: Message[Any] | None,
-        awaitable: Awaitable[Any],
-        own_task: bool = True,
-        watched: bool = False,
+        self, message: Message[Any] | None, awaitable: Awaitable[Any], watched: bool
     ) -> None:
-        """Await what the handler returned and hand its outcome on: the body of every task the
-        bus starts for a handler (``watched``: by a mailbox, which sees it leave ``running``),
-        and what an inline turn awaits in the caller's task (``own_task=False``)."""
+        """The body of every task the bus starts for a handler: await what the handler
+        returned and hand its outcome on (``watched``: by a mailbox, which sees the task leave
+        ``running``). An inline turn does the same in its caller's task (``Dispatch.finish``,
+        ``Requests._turn``)."""
         try:
             value = await awaitable
         except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                if own_task and self.tasks.closing:
-                    raise  # close()'s own: its requesters have their BusClosedError already
-                if not own_task:
-                    caller = asyncio.current_task()
-                    if caller is not None and caller.cancelling():
-                        raise  # the caller's cancellation: the handler's only through it
-            self.settle_failure(message, exc)
-            if isinstance(exc, ENDS_TASK if own_task else ENDS_CALLER):
+            if self.raised(message, exc, True):
                 raise
         else:
-            if message is not None and message.kind == "request":
-                message.responder.settle(value)  # pyright: ignore[reportOptionalMemberAccess]
+            if message is not None:
+                self.settle(message, value)
         finally:
-            if own_task and not watched and self.tasks.running:
+            if not watched and self.tasks.running:
                 self.tasks.leave()
+
+    def settle(self, message: Message[Any], value: Any) -> None:
+        """A request's handler returned ``value``: its answer (unless one was given)."""
+        if message.kind == "request":
+            message.responder.settle(value)  # pyright: ignore[reportOptionalMemberAccess]
+
+    def raised(self, message: Message[Any] | None, exc: BaseException, own_task: bool) -> bool:
+        """What the handler's coroutine raised, handed on; whether it must be raised on: in
+        the handler's own task, a cancellation (the task ends cancelled), an interrupt, the
+        coroutine being closed; in the caller's task (an inline turn), the caller's own
+        cancellation, which is not the handler's failure, an interrupt, a closing."""
+        if isinstance(exc, asyncio.CancelledError):
+            if own_task and self.tasks.closing:
+                return True  # close()'s own: its requesters have their BusClosedError already
+            if not own_task:
+                caller = asyncio.current_task()
+                if caller is not None and caller.cancelling():
+                    return True  # the caller's cancellation: the handler's only through it
+        self.settle_failure(message, exc)
+        return isinstance(exc, ENDS_TASK if own_task else ENDS_CALLER)
 
     # -- outcomes ----------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from .registration import Registration
 type ConsumerHandler = Callable[[Any], Any]
 type Listener = Callable[[Any], Any]
 type TypedConsumer[Req, Rep] = (
-    Callable[[Message[Req]], Rep | Awaitable[Rep]] | Callable[[Req], Rep | Awaitable[Rep]]
+    Callable[[Req], Rep | Awaitable[Rep]] | Callable[[Message[Req]], Rep | Awaitable[Rep]]
 )
 type TypedListener[B] = Callable[[B], object] | Callable[[Message[B]], object]
 
@@ -47,7 +47,14 @@ class Registering:
     def consumer[Req, Rep](
         self,
         address: Address[Req, Rep],
-        handler: TypedConsumer[Req, Rep],
+        handler: Callable[[Message[Req]], Rep | Awaitable[Rep]],
+        **options: Unpack[RegistrationOptions],
+    ) -> Registration: ...
+    @overload
+    def consumer[Req, Rep](
+        self,
+        address: Address[Req, Rep],
+        handler: Callable[[Req], Rep | Awaitable[Rep]],
         **options: Unpack[RegistrationOptions],
     ) -> Registration: ...
     @overload
@@ -67,11 +74,12 @@ class Registering:
         """Register ``handler`` as a consumer of ``address``; as a decorator when ``handler`` is
         omitted (the function is returned unchanged).
 
-        The handler receives the ``Message``; its return value (awaited if awaitable) is the
-        reply to a request. It also receives messages published to the address. When it
-        annotates ``Message[T]`` and a return type, bodies and replies are validated against
-        them (unless ``validate=False``). See ``RegistrationOptions`` for ``pipe``, flow
-        control and ``inline``. A consumer's address is exact, never a pattern.
+        The handler receives the ``Message`` (annotated ``Message[T]``, or not annotated) or
+        the body (annotated with its type); its return value (awaited if awaitable) is the
+        reply to a request. It also receives messages published to the address. Bodies and
+        replies are validated against its annotations (unless ``validate=False``). See
+        ``RegistrationOptions`` for ``pipe``, flow control and ``inline``. A consumer's
+        address is exact, never a pattern.
         """
         return self._register_or_decorate(address, handler, "consumer", options)
 

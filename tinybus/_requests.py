@@ -131,23 +131,27 @@ class Requests:
                 exchange.task = task
                 self.replies.deadlines.add(exchange)
                 try:
-                    await endpoint.run(message, awaitable, own_task=False)
-                except asyncio.CancelledError:
-                    # The bus's cancellation (its deadline, or close()) becomes the
-                    # requester's outcome; any other stays a cancellation. An answer given
-                    # before it never reached the requester.
-                    self._undelivered(exchange)
-                    if exchange.ended_by is not None and task.uncancel() == 0:
-                        raise exchange.ended_by from None
-                    raise
+                    value = await awaitable
+                except BaseException as exc:
+                    if endpoint.raised(message, exc, False):
+                        if isinstance(exc, asyncio.CancelledError):
+                            # The bus's cancellation (its deadline, or close()) becomes the
+                            # requester's outcome; any other stays a cancellation. An answer
+                            # given before it never reached the requester.
+                            self._undelivered(exchange)
+                            if exchange.ended_by is not None and task.uncancel() == 0:
+                                raise exchange.ended_by from None
+                        raise
+                else:
+                    if exchange.ended_by is not None:
+                        # The handler caught the bus's cancellation and returned: the
+                        # deadline (or close()) still ended the request.
+                        self._undelivered(exchange)
+                        task.uncancel()
+                        raise exchange.ended_by
+                    endpoint.settle(message, value)
                 finally:
                     exchange.task = None
-                if exchange.ended_by is not None:
-                    # The handler caught the bus's cancellation and returned: the deadline
-                    # (or close()) still ended the request.
-                    self._undelivered(exchange)
-                    task.uncancel()
-                    raise exchange.ended_by
         reply = exchange.outcome
         self.replies.close(exchange)
         if reply is None:  # the bus closed while the handler ran
