@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from tinybus import EventBus, Message
 
 
-class Address(str, Enum):
+class Topic(str, Enum):
     CREATE_USER = "users.create"
     GET_USER = "users.get"
     USER_CREATED = "users.created"
@@ -37,13 +37,13 @@ class UserService:
     def __init__(self, bus: EventBus) -> None:
         self.bus = bus
         self.users: dict[uuid.UUID, User] = {}
-        bus.consumer(Address.CREATE_USER, self.create)
-        bus.consumer(Address.GET_USER, self.get)
+        bus.consumer(Topic.CREATE_USER, self.create)
+        bus.consumer(Topic.GET_USER, self.get)
 
     async def create(self, message: Message[CreateUser]) -> User:
         user = User(id=uuid.uuid4(), **message.body.model_dump())
         self.users[user.id] = user
-        await self.bus.publish(Address.USER_CREATED, user)
+        await self.bus.publish(Topic.USER_CREATED, user)
         return user
 
     async def get(self, message: Message[uuid.UUID]) -> User | None:
@@ -54,14 +54,14 @@ async def main() -> None:
     async with EventBus() as bus:
         UserService(bus)
 
-        @bus.on(Address.USER_CREATED)
+        @bus.on(Topic.USER_CREATED)
         async def announce(user: User) -> None:
             print(f"User created: {user.name}")
 
         created: User = await bus.request(
-            Address.CREATE_USER, CreateUser(name="john", email="john@example.com")
+            Topic.CREATE_USER, CreateUser(name="john", email="john@example.com")
         )
-        fetched: User | None = await bus.request(Address.GET_USER, created.id)
+        fetched: User | None = await bus.request(Topic.GET_USER, created.id)
         assert fetched is not None
         print(f"Retrieved user: {fetched.name}")
 

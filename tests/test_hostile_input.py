@@ -1341,6 +1341,6 @@ def test_plot_marbles_without_matplotlib_names_the_extra(monkeypatch: pytest.Mon
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     notebook._displayable_figure.cache_clear()
     recording = notebook.Recording("x", 0.0)
-    with pytest.raises(ModuleNotFoundError, match=r'pip install "tinybus\[notebook\]"'):
+    with pytest.raises(ModuleNotFoundError, match=r"--extra notebook"):
         notebook.plot_marbles(recording)
     notebook._displayable_figure.cache_clear()

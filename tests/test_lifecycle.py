@@ -474,3 +474,37 @@ def test_drain_with_a_timeout_raises_when_the_bus_stays_busy() -> None:
             return loop.time() - started
 
     assert run_virtual(scenario()) == 2.5
+
+
+def test_close_on_a_new_loop_handles_what_the_old_one_left_buffered() -> None:
+    """A bus left open with messages buffered when its loop ended, then closed on another
+    loop: the buffered messages are handled within the grace period, not dropped at once."""
+    bus = EventBus()
+    handled: list[int] = []
+    cancelled: list[int] = []
+    bus.errors.subscribe(lambda failure: cancelled.append(failure.message.body))  # type: ignore[union-attr]
+    first_loop = True
+
+    async def job(n: int) -> None:
+        if first_loop and n > 0:
+            started.set()
+            await asyncio.Event().wait()  # until the loop ends
+        handled.append(n)
+
+    bus.on("jobs", job, max_concurrency=1)
+
+    async def first() -> None:
+        for n in range(5):
+            bus.publish_nowait("jobs", n)
+        async with asyncio.timeout(5):
+            await started.wait()
+
+    started = asyncio.Event()
+    # Jobs 1 and 2 are cancelled (and reported) as the loop ends (2 was started while
+    # asyncio.run cancelled the loop's tasks); 3 and 4 wait in the buffer.
+    asyncio.run(first())
+    assert cancelled == [1, 2]
+    first_loop = False
+    asyncio.run(bus.close(timeout=1))
+    assert handled == [0, 3, 4]
+    assert bus.stats().totals.dropped == 0

@@ -122,6 +122,7 @@ class Requests:
         assert endpoint is not None
         exchange.turn = None
         if not endpoint.registered:  # unregistered since it was chosen
+            endpoint.counts.dropped += 1
             endpoint.discard(message, MessageDroppedError(endpoint, "unregistered"))
         else:
             awaitable = endpoint.turn(message)

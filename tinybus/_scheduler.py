@@ -20,7 +20,7 @@ set and fired:
   ``drain()`` never waits forever for a periodic tick.
 
 Operators that set a new holding timer on every tick (``buffer_with_time_or_count``) keep
-``drain()`` waiting; the README says so.
+``drain()`` waiting; the docs say so (Reactive streams and flow control).
 """
 
 from __future__ import annotations

@@ -100,11 +100,14 @@ class Shutdown:
             return
         binding = self.binding
         loop = binding.loop
-        if loop is None or loop.is_closed():
+        if loop is None:  # never used: nothing runs or waits
             binding.closed = True
-            self._discard_waiting()
             await self._finish(on_closed)
             return
+        if loop.is_closed():
+            # Used on a loop that has ended: this one takes over, and what waited in buffers
+            # is handled within the grace period, as on the old loop.
+            loop = binding.get()
         if asyncio.get_running_loop() is not loop:
             raise EventBusError("close() must be awaited on the event loop the bus is bound to")
         binding.closed = True

@@ -131,8 +131,9 @@ def _displayable_figure() -> type[Figure]:
         from matplotlib.figure import Figure  # the tinybus[notebook] extra
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
-            "plot_marbles needs matplotlib: install the notebook extra, "
-            '`pip install "tinybus[notebook]"` (or `uv add "tinybus[notebook]"`)',
+            "plot_marbles needs matplotlib: install TinyBus with its notebook extra "
+            "(`uv add <your tinybus clone or wheel> --extra notebook`; see the README, "
+            "Install), or install matplotlib itself",
             name=exc.name,
         ) from exc
 

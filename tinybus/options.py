@@ -120,7 +120,7 @@ class RegistrationOptions(TypedDict, total=False):
       default), ``"drop_oldest"``, ``"drop_newest"`` or ``"error"``.
     - ``inline``: ``True`` runs the handler's coroutine inside the awaiting ``publish``,
       ``send`` or ``request``, like a function call, instead of in a task of its own
-      (README, "Inline handlers"). Pipelines and buffered messages are not affected.
+      (docs: Events, "Inline handlers"). Pipelines and buffered messages are not affected.
     - ``local``: ``True`` keeps the registration out of reach of other processes when the
       bus has a transport (Vert.x's ``localConsumer``); without one it changes nothing.
     """

@@ -72,7 +72,9 @@ class BusStats:
     totals: Counters
     pending_requests: int  # requests whose requester still waits for an answer
     running_handlers: int  # handler tasks the bus started that have not finished
-    scheduled_timers: int  # timers of Rx operators (debounce, delay, buffers...) not yet fired
+    # Loop timers the bus set and that have not fired: those of Rx operators (debounce, delay,
+    # buffers...), and the one of the requests' deadlines while requests wait.
+    scheduled_timers: int
     subscriptions: int  # observers on address streams: registrations and ``observe`` subscribers
     queued: int  # messages held in registrations' buffers (flow control, pause)
     addresses: Mapping[str, AddressStats] = field(default_factory=dict[str, AddressStats])
