@@ -13,7 +13,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--slow",
         action="store_true",
         default=False,
-        help="run the stateful model test (tests/test_model.py) with 3000 examples, not 300",
+        help="run the stateful model test (tests/model/test_model.py) with 3000 examples, not 300",
     )
     parser.addoption(
         "--uvloop",

@@ -1,21 +1,20 @@
 """The soak of benchmarks/soak.py, scaled down: the same ``soak()``, 20,000 publishes and 4,000
 requests (after a warm-up of one window: 5,000 publishes, 1,000 requests) through one bus with
 100 registrations. Every counter the script keeps must equal ``bus.stats()``, nothing may be
-left in the bus, and memory must stay flat."""
+left in the bus, and memory must stay flat. It runs in the default environment: soak.py
+imports none of the benchmark's peers."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-for peer in ("pyee", "blinker", "bubus", "aiopubsub"):
-    pytest.importorskip(peer, reason="needs the bench group (a default group: uv sync)")
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 SCALE = 0.02
@@ -117,3 +116,15 @@ def test_nothing_is_left_behind(result: Any) -> None:
 
 def test_memory_is_flat(result: Any) -> None:
     assert result.memory_problems(TRACED_BOUND, RESIDENT_BOUND, OBJECTS_BOUND) == []
+
+
+def test_the_soak_imports_none_of_the_benchmarks_peers() -> None:
+    peers = ("pyee", "blinker", "bubus", "aiopubsub", "matplotlib", "contenders", "run")
+    script = (
+        f"import sys; sys.path.insert(0, {str(BENCHMARKS)!r}); import soak; "
+        f"print(sorted(name for name in {peers!r} if name in sys.modules))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert found.stdout.strip() == "[]"

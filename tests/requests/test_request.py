@@ -23,7 +23,7 @@ from tinybus import (
     Message,
 )
 
-from .conftest import Gate, on_uvloop
+from tests.conftest import Gate, on_uvloop
 
 
 async def test_async_consumer_reply_is_returned(bus: EventBus) -> None:

@@ -21,7 +21,7 @@ from tinybus import (
     ReplyFailedError,
 )
 
-from .conftest import Gate
+from tests.conftest import Gate
 
 
 async def test_a_reply_reaches_the_requester_before_the_handler_finishes(bus: EventBus) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from tinybus import EventBus, HandlerTimeoutError, Message
 
-from .clock import VirtualClockLoop, run_virtual
+from tests.clock import VirtualClockLoop, run_virtual
 
 
 def virtual_loop() -> VirtualClockLoop:
@@ -185,7 +185,7 @@ class _Clock:
 
 
 def loop_with_a_patched_clock() -> asyncio.AbstractEventLoop:
-    from .clock import _VirtualSelector
+    from tests.clock import _VirtualSelector
 
     selector = _VirtualSelector()
     loop = asyncio.SelectorEventLoop(selector)

@@ -113,9 +113,7 @@ class FakeTransport:
 
         def answer(reply: Reply) -> None:  # back across the wire, to the requester's bus
             self.carried += 1
-            host.answer(
-                Reply(reply.reply_address, reply.body, reply.error, None, reply.headers)
-            )
+            host.answer(Reply(reply.reply_address, reply.body, reply.error, None, reply.headers))
 
         other._deliver(message, answer)
         return True

@@ -11,7 +11,7 @@ from reactivex import operators as ops
 from tinybus import EventBus
 from tinybus.notebook import Recording, plot_marbles, record
 
-from .clock import run_virtual
+from tests.clock import run_virtual
 
 pytest.importorskip("matplotlib")
 

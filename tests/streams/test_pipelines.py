@@ -28,8 +28,8 @@ from tinybus import (
     MessageValidationError,
 )
 
-from .clock import run_virtual
-from .conftest import Gate
+from tests.clock import run_virtual
+from tests.conftest import Gate
 
 
 def now() -> float:

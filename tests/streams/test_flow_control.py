@@ -28,8 +28,8 @@ from tinybus import (
     Registration,
 )
 
-from .clock import run_virtual
-from .conftest import on_uvloop
+from tests.clock import run_virtual
+from tests.conftest import on_uvloop
 
 
 class Worker:

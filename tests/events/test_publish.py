@@ -17,7 +17,7 @@ from tinybus import (
     Message,
 )
 
-from .conftest import Gate
+from tests.conftest import Gate
 
 
 async def test_publish_reaches_every_listener_in_registration_order(bus: EventBus) -> None:

@@ -36,8 +36,8 @@ from tinybus import (
     ReplyFailedError,
 )
 
-from .clock import run_virtual
-from .conftest import Gate
+from tests.clock import run_virtual
+from tests.conftest import Gate
 
 # How long a test waits for something that should happen at once (never reached when it does).
 PROMPTLY = 1.0

@@ -23,7 +23,7 @@ import pytest
 
 import tinybus
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^(`{3,})(\S*)\s*$")
 

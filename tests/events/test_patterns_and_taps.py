@@ -25,7 +25,7 @@ from tinybus import (
 from tinybus._patterns import PatternIndex, is_pattern
 from tinybus.message import Envelope
 
-from .conftest import Gate
+from tests.conftest import Gate
 
 
 def listen_for_addresses(bus: EventBus, pattern: str) -> list[str]:

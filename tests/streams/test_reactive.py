@@ -11,7 +11,7 @@ from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from tinybus import EventBus, HandlerFailure, Message
 
-from .conftest import Gate
+from tests.conftest import Gate
 
 
 async def test_observe_yields_messages_and_composes_operators(bus: EventBus) -> None:

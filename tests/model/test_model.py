@@ -2,9 +2,9 @@
 
 Running it
 ----------
-``uv run pytest tests/test_model.py`` runs the state machine for 300 examples of up to 50 steps
-(what CI runs; about 18 s of CPU). ``uv run pytest tests/test_model.py --slow`` runs 3000
-instead (the ``--slow`` option is added in ``tests/conftest.py``; about 2.75 minutes of CPU; it
+``uv run pytest tests/model/test_model.py`` runs the state machine for 300 examples of up to 50 steps
+(what CI runs; about 7 s). ``uv run pytest tests/model/test_model.py --slow`` runs 3000
+instead (the ``--slow`` option is added in ``tests/conftest.py``; about 80 s; it
 changes nothing else). Hypothesis prints a failing run as a short program of rule calls,
 shrunk, that replays it.
 
@@ -110,31 +110,12 @@ conversations (``reply_and_request``), validation, codecs, interceptors, ``obser
 ``*_nowait`` and ``*_threadsafe`` (so inline handlers are always reached by an awaiting
 caller, except through a buffer).
 
-Defects found and fixed
------------------------
-The machine found these; each has a regression test at the end of this file, and the machine
-now generates their paths and predicts the fixed behaviour:
-
-- ``close()`` dropped what waits behind a *paused registration with a pipe* with reason
-  ``"unregistered"`` instead of ``"closed"``
-  (``test_close_drops_what_a_paused_piped_registration_holds_as_closed``);
-- a consumer's pipe failing on a request was counted as two failures (``totals.failed`` and the
-  registration's ``failed``); it counts once, reported on ``bus.errors`` and given to the
-  requester as ``HandlerExecutionError`` (``test_a_pipe_failure_of_a_request_counts_once``);
-- a handler task cancelled from outside (not by ``close()``) left what waits in its
-  registration's buffer stuck: nothing started it, and ``drain()`` returned with it queued
-  (``test_a_handler_cancelled_from_outside_lets_its_buffer_move_on``).
-
-Found later, and fixed (after a review and the machine with ``--slow``); their regression
-tests are at the end of this file, and the machine now generates their paths too:
-
-- ``unregister()`` while ``close()`` waits out its grace period dropped what waits with reason
-  ``"closed"``, not ``"unregistered"``;
-- inline handlers: a registration that ``pause()`` gave a buffer was entered at its inline
-  turn even once unregistered, and in another order on ``publish``'s short path; a cancelled
-  publisher handed the message to later inline handlers unregistered since; a piped inline
-  listener was inline or not depending on whether it takes the body or the ``Message`` (a
-  piped one now always runs in a task).
+Defects it found
+----------------
+The defects this machine found are listed, fixed, in ``CHANGELOG.md``; each has a regression
+test at the end of this file (those of inline requests in
+``tests/requests/test_inline_requests.py``), and the machine generates their paths and
+predicts the fixed behaviour.
 
 Avoided by the machine:
 
@@ -152,25 +133,6 @@ Avoided by the machine:
   registered inline handler after it (``Model.at_risk``), such registrations are not paused
   while the bus closes, and the end of a run lets those publishers go on for a while, then
   cancels them.
-
-The race (a failure settling the requester's future in the iteration in which the requester is
-then cancelled) lost the failure before commit 9cf708a; it is now a plain regression test here,
-and the machine generates it.
-
-Found while modelling requests to inline consumers, and fixed (commit f6a070d); their
-regression tests are in ``tests/test_inline_requests_defects.py``, and the machine generates
-the first and the last paths and predicts the fixed behaviour:
-
-- an inline consumer's ``message.reply`` was counted as ``replied`` (the bus's and the
-  consumer's) and stayed counted when its requester never got it: the deadline, the
-  requester's cancellation or ``close()`` ended the handler before it returned (it is now
-  counted when given, and taken back then);
-- an inline consumer that caught the deadline's cancellation and returned gave its requester
-  ``BusClosedError`` on an open bus, and the bus's cancellation (deadline or ``close()``) of
-  such a handler was left on the requester's task (``cancelling()`` stayed 1) (not generated:
-  the machine's handlers do not catch their cancellation);
-- a request its consumer's pipe filters out (``MessageRejectedError``) counted as ``failed`` in
-  ``totals``, but not in the consumer's own ``failed``.
 
 Round-robin follows the bus's ring: a consumer registered joins it last, so when the turn has
 come round to the first consumer, the new one waits for a whole round.
@@ -219,7 +181,7 @@ from tinybus import (
     ReplyFailedError,
 )
 
-from .clock import VirtualClockLoop, run_virtual
+from tests.clock import VirtualClockLoop, run_virtual
 
 CI_EXAMPLES = 300
 SLOW_EXAMPLES = 3000

@@ -46,8 +46,8 @@ from tinybus import (
     ReplyFailedError,
 )
 
-from .clock import run_virtual
-from .conftest import Gate, on_uvloop
+from tests.clock import run_virtual
+from tests.conftest import Gate, on_uvloop
 
 WAIT = 5.0  # the bound on every wait: a test that reaches it has found a hang
 BLOCK = 0.2  # how long a blocking handler holds the loop

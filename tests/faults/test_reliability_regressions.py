@@ -39,8 +39,8 @@ from tinybus import (
     Message,
 )
 
-from .clock import run_virtual
-from .conftest import Gate
+from tests.clock import run_virtual
+from tests.conftest import Gate
 
 WAIT = 5.0  # the bound on every wait: a test that reaches it has found a hang
 

@@ -52,7 +52,7 @@ type Call = Callable[[Any, Any], object]
 type Errors = type[Exception] | tuple[type[Exception], ...]
 
 # A value of the wrong type for a numeric or choice option: TinyBus raises ValueError for these
-# (tests/test_options.py pins max_concurrency=1.5), although TypeError is the usual Python
+# (tests/types/test_options.py pins max_concurrency=1.5), although TypeError is the usual Python
 # answer; either is accepted here, so that neither choice is locked in.
 WRONG_TYPE = (TypeError, ValueError)
 
