@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import tinybus._patterns
+from tests.conftest import Gate
 from tinybus import (
     BusClosedError,
     EventBus,
@@ -24,8 +25,6 @@ from tinybus import (
 )
 from tinybus._patterns import PatternIndex, is_pattern
 from tinybus.message import Envelope
-
-from tests.conftest import Gate
 
 
 def listen_for_addresses(bus: EventBus, pattern: str) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import Gate
 from tinybus import (
     BusClosedError,
     DeliveryOptions,
@@ -16,8 +17,6 @@ from tinybus import (
     HandlerNotFoundError,
     Message,
 )
-
-from tests.conftest import Gate
 
 
 async def test_publish_reaches_every_listener_in_registration_order(bus: EventBus) -> None:

@@ -31,6 +31,8 @@ from typing import Any, Literal
 import pytest
 from reactivex import operators as ops
 
+from tests.clock import run_virtual
+from tests.conftest import Gate, on_uvloop
 from tinybus import (
     BusClosedError,
     DeliveryOptions,
@@ -45,9 +47,6 @@ from tinybus import (
     Registration,
     ReplyFailedError,
 )
-
-from tests.clock import run_virtual
-from tests.conftest import Gate, on_uvloop
 
 WAIT = 5.0  # the bound on every wait: a test that reaches it has found a hang
 BLOCK = 0.2  # how long a blocking handler holds the loop

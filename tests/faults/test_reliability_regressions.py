@@ -28,6 +28,8 @@ from pydantic import BaseModel, field_validator, model_validator
 from reactivex import operators as ops
 from reactivex.scheduler import TimeoutScheduler
 
+from tests.clock import run_virtual
+from tests.conftest import Gate
 from tinybus import (
     DeliveryOptions,
     Envelope,
@@ -38,9 +40,6 @@ from tinybus import (
     HandlerTimeoutError,
     Message,
 )
-
-from tests.clock import run_virtual
-from tests.conftest import Gate
 
 WAIT = 5.0  # the bound on every wait: a test that reaches it has found a hang
 

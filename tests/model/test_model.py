@@ -2,8 +2,8 @@
 
 Running it
 ----------
-``uv run pytest tests/model/test_model.py`` runs the state machine for 300 examples of up to 50 steps
-(what CI runs; about 7 s). ``uv run pytest tests/model/test_model.py --slow`` runs 3000
+``uv run pytest tests/model/test_model.py`` runs the state machine for 300 examples of up to
+50 steps (what CI runs; about 7 s). ``uv run pytest tests/model/test_model.py --slow`` runs 3000
 instead (the ``--slow`` option is added in ``tests/conftest.py``; about 80 s; it
 changes nothing else). Hypothesis prints a failing run as a short program of rule calls,
 shrunk, that replays it.
@@ -164,6 +164,7 @@ from hypothesis.stateful import (
 )
 from reactivex import operators as ops
 
+from tests.clock import VirtualClockLoop, run_virtual
 from tinybus import (
     BufferFullError,
     BusClosedError,
@@ -180,8 +181,6 @@ from tinybus import (
     RegistrationOptions,
     ReplyFailedError,
 )
-
-from tests.clock import VirtualClockLoop, run_virtual
 
 CI_EXAMPLES = 300
 SLOW_EXAMPLES = 3000

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from tests.conftest import Gate
 from tinybus import (
     BusClosedError,
     EventBus,
@@ -20,8 +21,6 @@ from tinybus import (
     MessageValidationError,
     ReplyFailedError,
 )
-
-from tests.conftest import Gate
 
 
 async def test_a_reply_reaches_the_requester_before_the_handler_finishes(bus: EventBus) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import Gate, on_uvloop
 from tinybus import (
     BusClosedError,
     DeliveryOptions,
@@ -22,8 +23,6 @@ from tinybus import (
     HandlerTimeoutError,
     Message,
 )
-
-from tests.conftest import Gate, on_uvloop
 
 
 async def test_async_consumer_reply_is_returned(bus: EventBus) -> None:

@@ -17,9 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tinybus import EventBus, HandlerTimeoutError, Message
-
 from tests.clock import VirtualClockLoop, run_virtual
+from tinybus import EventBus, HandlerTimeoutError, Message
 
 
 def virtual_loop() -> VirtualClockLoop:

@@ -10,10 +10,9 @@ import pytest
 import reactivex
 from reactivex import operators as ops
 
-from tinybus import BusClosedError, EventBus, EventBusError, HandlerFailure, Message
-
 from tests.clock import run_virtual
 from tests.conftest import Gate, on_uvloop
+from tinybus import BusClosedError, EventBus, EventBusError, HandlerFailure, Message
 
 
 def test_bus_built_without_a_loop_binds_to_the_loop_that_uses_it() -> None:

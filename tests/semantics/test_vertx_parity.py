@@ -19,6 +19,8 @@ from typing import Any, cast
 
 import pytest
 
+from tests.clock import run_virtual
+from tests.conftest import Gate
 from tinybus import (
     BufferFullError,
     DeliveryOptions,
@@ -35,9 +37,6 @@ from tinybus import (
     Registration,
     ReplyFailedError,
 )
-
-from tests.clock import run_virtual
-from tests.conftest import Gate
 
 # How long a test waits for something that should happen at once (never reached when it does).
 PROMPTLY = 1.0

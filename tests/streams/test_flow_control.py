@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.clock import run_virtual
+from tests.conftest import on_uvloop
 from tinybus import (
     BufferFullError,
     BusClosedError,
@@ -27,9 +29,6 @@ from tinybus import (
     MessageDroppedError,
     Registration,
 )
-
-from tests.clock import run_virtual
-from tests.conftest import on_uvloop
 
 
 class Worker:

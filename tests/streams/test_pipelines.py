@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from reactivex import operators as ops
 
+from tests.clock import run_virtual
+from tests.conftest import Gate
 from tinybus import (
     BusClosedError,
     EventBus,
@@ -27,9 +29,6 @@ from tinybus import (
     MessageRejectedError,
     MessageValidationError,
 )
-
-from tests.clock import run_virtual
-from tests.conftest import Gate
 
 
 def now() -> float:

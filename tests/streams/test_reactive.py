@@ -9,9 +9,8 @@ import reactivex
 from reactivex import operators as ops
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
-from tinybus import EventBus, HandlerFailure, Message
-
 from tests.conftest import Gate
+from tinybus import EventBus, HandlerFailure, Message
 
 
 async def test_observe_yields_messages_and_composes_operators(bus: EventBus) -> None:
