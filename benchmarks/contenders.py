@@ -1,11 +1,8 @@
 """The contenders of each scenario, each set up the way its own documentation shows.
 
-A request contender is a ``Call``: ``call(n)`` returns the awaitable of one request with body
-``n`` (n >= 1: bubus's ``event_result`` treats a falsy reply as no reply). A publish
-contender is a ``Publisher``: ``publish(n)`` publishes one event (awaited when the library's
-publish is a coroutine), ``settle()`` waits, the library's own way, until every listener has
-handled every event, and every listener counts what it handled on a ``Tally``, so the harness
-can check that a measurement really ended after the last listener's work.
+Calls, publishers and tallies are described in ``harness.py``, which also holds the two
+baselines (a direct ``await handler(x)`` and the hand-written bus): ``legacy_worker.py``
+measures them with the same code in tinybus 0.2.1's process.
 
 Every call site is a lambda, the direct baseline's too, so that every contender pays the same
 layer of indirection. Listeners all do the same work, ``tally.hit()``; they are coroutine
@@ -18,7 +15,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
@@ -28,94 +24,59 @@ import bubus
 import pyee.asyncio
 import reactivex.subject
 from handrolled import QueueBus
+from harness import (
+    DIRECT,
+    HANDROLLED,
+    Call,
+    Publisher,
+    Reply,
+    Tally,
+    async_listeners,
+    baseline_requests,
+    direct_publisher,
+    even,
+    handrolled_publisher,
+)
 from pydantic import BaseModel
 from reactivex import operators as ops
 
 from tinybus import EventBus, Message
 
-DIRECT = "direct await"
-HANDROLLED = "hand-written bus"
 TINYBUS = "TinyBus"
 TINYBUS_INLINE = "TinyBus inline"
+TINYBUS021 = "tinybus 0.2.1"
 PYEE = "pyee"
 BLINKER = "blinker"
 BUBUS = "bubus"
 AIOPUBSUB = "aiopubsub"
 RX = "reactivex Subject"
-CONTENDERS = (DIRECT, HANDROLLED, TINYBUS, TINYBUS_INLINE, PYEE, BLINKER, BUBUS, AIOPUBSUB, RX)
+CONTENDERS = (
+    DIRECT,
+    HANDROLLED,
+    TINYBUS,
+    TINYBUS_INLINE,
+    TINYBUS021,
+    PYEE,
+    BLINKER,
+    BUBUS,
+    AIOPUBSUB,
+    RX,
+)
 BASELINES = (DIRECT, HANDROLLED)
+# Measured in a process of their own (legacy.py), not built here.
+ELSEWHERE = (TINYBUS021,)
 
-type Call = Callable[[int], Awaitable[object]]
-type Reply = Literal["returns", "awaits"]
 type Body = Literal["plain", "model", "dict"]
 
 NO_REPLIES = "no request/response: events have no reply"
 NO_OPERATORS = "no stream operators"
 NO_PATTERNS = "no wildcard subscriptions"
 NO_VALIDATION = "no body validation"
-NOT_INLINE = "requests are never inline"
-
-
-class Tally:
-    """Counts what listeners handled; ``reached()`` waits until the armed target is met."""
-
-    __slots__ = ("_waiter", "count", "target")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.target = -1
-        self._waiter: asyncio.Future[None] | None = None
-
-    def hit(self) -> None:
-        self.count += 1
-        if self.count == self.target and self._waiter is not None:
-            self._waiter.set_result(None)
-
-    def arm(self, target: int) -> None:
-        self.count, self.target, self._waiter = 0, target, None
-
-    async def reached(self) -> None:
-        if self.count < self.target:
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-
-
-@dataclass
-class Publisher:
-    publish: Callable[[int], Any]
-    is_async: bool
-    tally: Tally
-    settle: Callable[[], Awaitable[object]] | None = None
-
-
-def even(n: int) -> bool:
-    return n % 2 == 0
-
-
-def async_listeners(tally: Tally, count: int) -> list[Callable[[int], Awaitable[None]]]:
-    """``count`` distinct listener functions (some libraries deduplicate by identity, bubus
-    warns about equal names)."""
-
-    def make(index: int) -> Callable[[int], Awaitable[None]]:
-        async def listener(body: int) -> None:
-            tally.hit()
-
-        listener.__name__ = listener.__qualname__ = f"listener_{index}"
-        return listener
-
-    return [make(index) for index in range(count)]
+NO_OBSERVE = "no stream of an address's messages next to its listeners (TinyBus's observe())"
+INLINE_ELSEWHERE = "the inline consumer is measured in (1i) and (2i)"
 
 
 # -- request/response ------------------------------------------------------------------------
-
-
-async def direct_returns(n: int) -> int:
-    return n
-
-
-async def direct_awaits(n: int) -> int:
-    await asyncio.sleep(0)
-    return n
 
 
 async def tinybus_returns(message: Message[int]) -> int:
@@ -149,36 +110,38 @@ async def bubus_awaits(event: BubusRequest) -> int:
     return event.body
 
 
-async def request_contenders(stack: AsyncExitStack, reply: Reply) -> dict[str, Call]:
-    """Request/response; the handler returns at once or awaits ``asyncio.sleep(0)`` once."""
+async def request_contenders(
+    stack: AsyncExitStack, reply: Reply, inline: bool = False
+) -> dict[str, Call]:
+    """Request/response; the handler returns at once or awaits ``asyncio.sleep(0)`` once.
+    With ``inline``, TinyBus inline (a consumer registered ``inline=True``) is there too, and
+    bubus is not (its handlers never run in the requester's task)."""
     returns = reply == "returns"
-    direct = direct_returns if returns else direct_awaits
-
-    handrolled = QueueBus()
-    stack.push_async_callback(handrolled.close)
-    handrolled.consumer("bench.request", direct)
+    made = baseline_requests(stack, reply)
 
     # The README's consumer: typed, so TinyBus checks the body (an int: its exact-type fast path).
     bus = await stack.enter_async_context(EventBus())
-    bus.consumer("bench.request", tinybus_returns if returns else tinybus_awaits)
+    handler = tinybus_returns if returns else tinybus_awaits
+    bus.consumer("bench.request", handler)
+    made[TINYBUS] = lambda n: bus.request("bench.request", n)
+    if inline:
+        # The same consumer, run in the requester's task (README, "Inline handlers").
+        bus.consumer("bench.inline", handler, inline=True)
+        made[TINYBUS_INLINE] = lambda n: bus.request("bench.inline", n)
 
     # blinker has no request/response as such, but send_async returns the receivers' return
     # values, as [(receiver, value)]: with one receiver, that is the reply (no timeout).
     signal = blinker.Namespace().signal("bench.request")
     signal.connect(blinker_returns if returns else blinker_awaits)
+    made[BLINKER] = lambda n: signal.send_async(body=n)
 
-    # bubus's documented request/response: dispatch an event, await its first result.
-    bubus_bus = bubus.EventBus()
-    stack.push_async_callback(bubus_bus.stop, clear=True)
-    bubus_bus.on(BubusRequest, bubus_returns if returns else bubus_awaits)
-
-    return {
-        DIRECT: lambda n: direct(n),
-        HANDROLLED: lambda n: handrolled.request("bench.request", n),
-        TINYBUS: lambda n: bus.request("bench.request", n),
-        BLINKER: lambda n: signal.send_async(body=n),
-        BUBUS: lambda n: bubus_bus.dispatch(BubusRequest(body=n)).event_result(),
-    }
+    if not inline:
+        # bubus's documented request/response: dispatch an event, await its first result.
+        bubus_bus = bubus.EventBus()
+        stack.push_async_callback(bubus_bus.stop, clear=True)
+        bubus_bus.on(BubusRequest, bubus_returns if returns else bubus_awaits)
+        made[BUBUS] = lambda n: bubus_bus.dispatch(BubusRequest(body=n)).event_result()
+    return made
 
 
 # -- validated bodies ------------------------------------------------------------------------
@@ -263,61 +226,31 @@ async def validation_contenders(stack: AsyncExitStack, body: Body) -> dict[str, 
 
 
 async def publish_contenders(
-    stack: AsyncExitStack, listeners: int = 1, filtered: bool = False, patterns: int = 0
+    stack: AsyncExitStack,
+    listeners: int = 1,
+    filtered: bool = False,
+    patterns: int = 0,
+    observed: bool = False,
 ) -> dict[str, Publisher]:
     """Publish to ``listeners`` listeners of one address; with ``filtered``, through a filter
     that lets even bodies pass; with ``patterns``, that many pattern listeners that never
-    match are registered too. Contenders that lack the feature are left out."""
+    match are registered too; with ``observed``, TinyBus's address has an ``observe()``
+    subscriber too (the baselines publish as without). Contenders that lack the feature are
+    left out."""
     made: dict[str, Publisher] = {}
     for name, make in PUBLISHERS.items():
-        if (filtered and name not in FILTERING) or (patterns and name not in PATTERNS):
+        if (
+            (filtered and name not in FILTERING)
+            or (patterns and name not in PATTERNS)
+            or (observed and name not in OBSERVING)
+        ):
             continue
         tally = Tally()
-        made[name] = await make(stack, tally, listeners, filtered, patterns)
+        if observed and name in (TINYBUS, TINYBUS_INLINE):
+            made[name] = await make(stack, tally, listeners, filtered, patterns, observed=True)
+        else:
+            made[name] = await make(stack, tally, listeners, filtered, patterns)
     return made
-
-
-async def direct_publisher(
-    stack: AsyncExitStack, tally: Tally, listeners: int, filtered: bool, patterns: int
-) -> Publisher:
-    handlers = async_listeners(tally, listeners)
-    if filtered:
-        (listener,) = handlers
-
-        async def publish_filtered(n: int) -> None:
-            if even(n):
-                await listener(n)
-
-        return Publisher(lambda n: publish_filtered(n), True, tally)
-    if listeners == 1:
-        (listener,) = handlers
-        return Publisher(lambda n: listener(n), True, tally)
-
-    async def publish_all(n: int) -> None:
-        for handler in handlers:
-            await handler(n)
-
-    return Publisher(lambda n: publish_all(n), True, tally)
-
-
-async def handrolled_publisher(
-    stack: AsyncExitStack, tally: Tally, listeners: int, filtered: bool, patterns: int
-) -> Publisher:
-    # It has no patterns: with ``patterns`` it stands for the same publish without them.
-    bus = QueueBus()
-    stack.push_async_callback(bus.close)
-    handlers = async_listeners(tally, listeners)
-    if filtered:
-        (listener,) = handlers
-
-        async def filtering(body: int) -> None:  # the filter one writes by hand
-            if even(body):
-                await listener(body)
-
-        handlers = [filtering]
-    for handler in handlers:
-        bus.on("event", handler)
-    return Publisher(lambda n: bus.publish("event", n), False, tally, bus.drain)
 
 
 async def tinybus_publisher(
@@ -327,6 +260,7 @@ async def tinybus_publisher(
     filtered: bool,
     patterns: int,
     inline: bool = False,
+    observed: bool = False,
 ) -> Publisher:
     bus = await stack.enter_async_context(EventBus())
     pipe = [ops.filter(even)] if filtered else None
@@ -334,6 +268,8 @@ async def tinybus_publisher(
         bus.on("event", listener, pipe=pipe, inline=inline)
     for index, listener in enumerate(async_listeners(tally, patterns)):
         bus.on(f"other.{index}.*", listener)
+    if observed:
+        bus.observe("event").subscribe(lambda message: None)
     # publish returns once every listener it reached has finished: nothing left to settle.
     return Publisher(lambda n: bus.publish("event", n), True, tally)
 
@@ -459,3 +395,4 @@ PUBLISHERS = {
 }
 FILTERING = (DIRECT, HANDROLLED, TINYBUS, TINYBUS_INLINE, RX)
 PATTERNS = (DIRECT, HANDROLLED, TINYBUS, TINYBUS_INLINE, AIOPUBSUB)
+OBSERVING = (DIRECT, HANDROLLED, TINYBUS, TINYBUS_INLINE)

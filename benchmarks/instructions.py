@@ -9,7 +9,8 @@ the cost of one operation (start-up, imports and warm-up cancel out).
     uv run python benchmarks/instructions.py request publish # scenarios whose name has these
 
 The earlier tinybus 0.2.1 is measured in an environment of its own, when ``uv`` can build
-one (``uv run --no-project --with tinybus==0.2.1``); ``--no-021`` skips it.
+one (``uv venv`` and ``uv pip install tinybus==0.2.1``, under ``benchmarks/.scratch``; see
+``tinybus021_python``, which ``legacy.py`` uses too); ``--no-021`` skips it.
 """
 
 import argparse
@@ -174,18 +175,51 @@ async def _run(name: str, count: int) -> None:
 # -- counting ---------------------------------------------------------------------------------
 
 
-def tinybus021_python() -> str:
-    """The interpreter of an environment with the earlier tinybus 0.2.1 (made once, with uv,
-    in ``benchmarks/.scratch``, which git ignores)."""
-    env = HERE.parent / ".scratch" / "tinybus-0.2.1"
-    python = env / "bin" / "python"
+ENV021 = HERE.parent / ".scratch" / "tinybus-0.2.1"
+
+
+def _installed_021(python: Path) -> bool:
+    """Whether ``python`` runs and imports tinybus 0.2.1 (from outside the project, so that
+    it cannot import this tinybus instead)."""
     if not python.exists():
-        uv = shutil.which("uv") or "uv"
-        subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(env)], check=True)
-        subprocess.run(
-            [uv, "pip", "install", "--quiet", "--python", str(python), "tinybus==0.2.1"],
-            check=True,
+        return False
+    try:
+        found = subprocess.run(
+            [str(python), "-c", "import importlib.metadata as m; print(m.version('tinybus'))"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=python.parent,
         )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return found.returncode == 0 and found.stdout.strip() == "0.2.1"
+
+
+def tinybus021_python(offline: bool = False) -> str:
+    """The interpreter of an environment with the earlier tinybus 0.2.1 (made once, with uv,
+    in ``benchmarks/.scratch``, which git ignores; remade if it does not import 0.2.1).
+    ``offline``: from uv's cache only. ``RuntimeError`` (with uv's message) when uv cannot
+    make it."""
+    python = ENV021 / "bin" / "python"
+    if _installed_021(python):
+        return str(python)
+    uv = os.environ.get("UV") or shutil.which("uv") or "uv"
+    flags = ["--quiet", *(["--offline"] if offline else [])]
+    commands = [
+        [uv, "venv", *flags, "--clear", "--python", sys.executable, str(ENV021)],
+        [uv, "pip", "install", *flags, "--python", str(python), "tinybus==0.2.1"],
+    ]
+    for command in commands:
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.SubprocessError) as error:
+            raise RuntimeError(f"{' '.join(command[:3])}: {error}") from error
+        if done.returncode != 0:
+            message = " ".join(done.stderr.split())[-300:] or f"exit status {done.returncode}"
+            raise RuntimeError(f"{' '.join(command[:3])} failed: {message}")
+    if not _installed_021(python):
+        raise RuntimeError(f"{python} does not import tinybus 0.2.1")
     return str(python)
 
 

@@ -1,12 +1,11 @@
-"""Scenario (8), memory: bytes per registration and per pending request (tracemalloc), and
-TinyBus's resident memory before and after a soak of messages and timed-out requests."""
+"""Scenario (8), memory: bytes per registration and per pending request (tracemalloc),
+objects the cyclic collector tracks per address with one listener, and TinyBus's resident
+memory before and after a soak of messages and timed-out requests."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import os
-import resource
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -17,6 +16,7 @@ import blinker
 import bubus
 import pyee.asyncio
 import reactivex.subject
+from common import FLAT_OBJECTS, FLAT_RESIDENT, resident_bytes, settle_tasks
 from contenders import (
     AIOPUBSUB,
     BLINKER,
@@ -29,6 +29,7 @@ from contenders import (
     BubusRequest,
 )
 from handrolled import QueueBus
+from harness import per_pending_request, per_registration
 
 from tinybus import EventBus, Message
 
@@ -124,33 +125,19 @@ async def registrars(stack: AsyncExitStack) -> dict[str, Register]:
     }
 
 
-async def settle_tasks(turns: int = 5) -> None:
-    """Let the loop run a few turns: tasks start, or finish what they were cancelled for."""
-    for _ in range(turns):
-        await asyncio.sleep(0)
-
-
-def traced() -> int:
-    gc.collect()
-    return tracemalloc.get_traced_memory()[0]
-
-
-async def bytes_per_registration(count: int, step: Callable[[str], None]) -> dict[str, float]:
-    """Traced bytes per registration, over ``count`` registrations on distinct addresses (tasks
-    that a registration starts included)."""
-    results: dict[str, float] = {}
+async def per_registration_all(
+    count: int, step: Callable[[str], None]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Traced bytes and collector-tracked objects per registration, over ``count``
+    registrations on distinct addresses (tasks that a registration starts included)."""
+    registrations: dict[str, float] = {}
+    objects: dict[str, float] = {}
     async with AsyncExitStack() as stack:
         registers = await registrars(stack)
         for name, register in registers.items():
-            step(f"(8) bytes per registration: {name}")
-            register([f"warmup_{name.replace(' ', '_')}"])
-            addresses = [f"event_{index}" for index in range(count)]
-            await settle_tasks(20)
-            before = traced()
-            register(addresses)
-            await settle_tasks()
-            results[name] = (traced() - before) / count
-    return results
+            step(f"(8) bytes and objects per registration: {name}")
+            registrations[name], objects[name] = await per_registration(register, name, count)
+    return registrations, objects
 
 
 async def requesters(stack: AsyncExitStack, gate: asyncio.Event) -> dict[str, Call]:
@@ -203,48 +190,32 @@ async def bytes_per_pending_request(count: int, step: Callable[[str], None]) -> 
         for name, call in (await requesters(stack, gate)).items():
             step(f"(8) bytes per pending request: {name}")
             pending = min(count, BUBUS_PENDING) if name == BUBUS else count
-            gate.set()
-            await call(1)  # warm-up: whatever is built on first use is not counted
-            gate.clear()
-            await settle_tasks(20)  # what the previous contender left finishes outside the count
-            before = traced()
-            tasks = [asyncio.ensure_future(call(n)) for n in range(1, pending + 1)]
-            await settle_tasks()
-            results[name] = (traced() - before) / pending
-            gate.set()
-            await asyncio.gather(*tasks)
-            del tasks  # freed here rather than during the next contender's count
+            results[name] = await per_pending_request(call, gate, pending)
     return results
 
 
-async def memory(
-    registrations: int, pending: int, step: Callable[[str], None]
-) -> tuple[dict[str, float], dict[str, float]]:
+@dataclass
+class Memory:
+    registrations: dict[str, float]  # contender -> traced bytes per registration
+    objects: dict[str, float]  # contender -> collector-tracked objects per registration
+    pending: dict[str, float]  # contender -> traced bytes per pending request
+
+
+async def memory(registrations: int, pending: int, step: Callable[[str], None]) -> Memory:
     # Frozen out of the collector's sight, what exists now makes the collections before each
     # reading cheap (they are slow under tracemalloc).
     gc.collect()
     gc.freeze()
     tracemalloc.start()
     try:
-        return (
-            await bytes_per_registration(registrations, step),
-            await bytes_per_pending_request(pending, step),
-        )
+        bytes_, objects = await per_registration_all(registrations, step)
+        return Memory(bytes_, objects, await bytes_per_pending_request(pending, step))
     finally:
         tracemalloc.stop()
         gc.unfreeze()
 
 
 # -- soak --------------------------------------------------------------------------------------
-
-
-def resident_bytes() -> int:
-    """Resident set size now (Linux), else the peak so far."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 @dataclass
@@ -271,8 +242,6 @@ class Soak:
         return self.growth <= FLAT_RESIDENT and self.object_growth <= FLAT_OBJECTS
 
 
-FLAT_RESIDENT = 4 * 1024 * 1024
-FLAT_OBJECTS = 100
 SLOW = 0.005  # the slow consumer replies after its requesters gave up (timeout 1 ms)
 TIMEOUT = 0.001
 BATCH = 1000

@@ -3,9 +3,11 @@ outcome counted on both sides of the bus, memory measured before and after.
 
 Run with ``uv run python benchmarks/soak.py`` (about 100 s on two cores; ``--quick``: a tenth
 of it; ``--scale 0.5``: half). It prints a progress line while running, then a Markdown
-summary, which it also writes to ``benchmarks/results/soak.md``; it exits with status 1 if a
-counter does not reconcile, something is left behind in the bus, or memory grew past its
-bound. ``tests/test_soak.py`` runs the same ``soak()`` at a small scale.
+summary, which a full run (scale 1) also writes to ``benchmarks/results/soak.md``, and any other
+to ``benchmarks/.scratch/results/soak.md`` (git-ignored), unless ``--out`` says where; it exits
+with status 1 if a counter does not reconcile, something is left behind in the bus, or memory
+grew past its bound. It needs only the default environment (tinybus, reactivex, pydantic; see
+``common.py``), so ``tests/test_soak.py`` runs the same ``soak()`` at a small scale there.
 
 Workload (``REGISTRATIONS``, built by ``Workload.register``), on one bus:
 
@@ -52,8 +54,6 @@ import argparse
 import asyncio
 import gc
 import logging
-import os
-import platform
 import sys
 import time
 import tracemalloc
@@ -63,10 +63,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import report
-from memory import FLAT_OBJECTS, resident_bytes, settle_tasks
+from common import (
+    FLAT_OBJECTS,
+    Progress,
+    git_state,
+    machine,
+    resident_bytes,
+    results_dir,
+    settle_tasks,
+    table,
+    version,
+    write,
+)
 from reactivex import operators as ops
-from run import Progress
 
 from tinybus import (
     BusStats,
@@ -82,7 +91,6 @@ from tinybus import (
 from tinybus.errors import handler_name
 
 MIB = 1024 * 1024
-RESULTS = Path(__file__).resolve().parent / "results" / "soak.md"
 
 PUBLISHES = 1_000_000
 REQUESTS = 200_000
@@ -877,13 +885,8 @@ def markdown(result: SoakResult, traced_bound: int, resident_bound: int) -> str:
     workload, stats, totals = result.workload, result.stats, result.stats.totals
     outcomes = workload.outcomes
     before, after = result.samples["before"], result.samples["after"]
-    machine = (
-        f"{platform.machine()}, {os.cpu_count()} CPUs ({report.processor()}), "
-        f"{platform.python_implementation()} {platform.python_version()}, "
-        f"{platform.system()} {platform.release()}"
-    )
     packages = ("tinybus", "reactivex", "pydantic")
-    versions = ", ".join(f"{package} {report.version(package)}" for package in packages)
+    versions = ", ".join(f"{package} {version(package)}" for package in packages)
     listened = sum(result.expected.values())
     registered = [handler for address in stats.addresses.values() for handler in address.handlers]
     listeners = [handler for handler in registered if handler.role == "listener"]
@@ -962,8 +965,8 @@ def markdown(result: SoakResult, traced_bound: int, resident_bound: int) -> str:
     lines = [
         "# TinyBus soak",
         "",
-        f"- Machine: {machine}",
-        f"- Versions: {versions}; {report.git_state()}",
+        f"- Machine: {machine()}",
+        f"- Versions: {versions}; {git_state()}",
         f"- Workload: {result.publishes:,} publishes and {result.requests:,} requests (10% time "
         "out, 10% cancelled by their caller, 5% fail in their handler) through one bus with "
         f"{REGISTRATIONS} registrations, after a warm-up of {result.warmup_publishes:,} "
@@ -977,11 +980,11 @@ def markdown(result: SoakResult, traced_bound: int, resident_bound: int) -> str:
         "",
         "After `gc.collect()`: after the warm-up, and after the run once the bus was drained.",
         "",
-        *report.table(["", "after warm-up", "after the run", "growth", "bound"], memory),
+        *table(["", "after warm-up", "after the run", "growth", "bound"], memory),
         "",
         "## Counters (warm-up included)",
         "",
-        *report.table(["", "counted by the script", "`bus.stats().totals`"], counters),
+        *table(["", "counted by the script", "`bus.stats().totals`"], counters),
         "",
         "Per address and per handler, `bus.stats()` was checked too: each consumer's delivered, "
         "replied and failed against its own calls and raises, and its dropped against the "
@@ -990,7 +993,7 @@ def markdown(result: SoakResult, traced_bound: int, resident_bound: int) -> str:
         "that it got only requests routed to it; each listener's delivered and dropped against "
         "its calls, the drops on `bus.errors` and the bodies its pipe lets through.",
         "",
-        *report.table(["left in the bus", ""], left),
+        *table(["left in the bus", ""], left),
         "",
         "## Verdict",
         "",
@@ -1009,7 +1012,13 @@ def main(argv: list[str] | None = None) -> SoakResult:
     parser = argparse.ArgumentParser(description="A soak of one TinyBus: see the docstring.")
     parser.add_argument("--scale", type=float, default=None, help="fraction of the workload")
     parser.add_argument("--quick", action="store_true", help="a tenth of the workload")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where the summary goes")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where the summary goes (default: benchmarks/results/soak.md for a full run, "
+        "benchmarks/.scratch/results/soak.md otherwise)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress, no summary")
     arguments = parser.parse_args(argv)
     scale = arguments.scale if arguments.scale is not None else 0.1 if arguments.quick else 1.0
@@ -1024,7 +1033,8 @@ def main(argv: list[str] | None = None) -> SoakResult:
     finally:
         progress.close()
     text = markdown(result, TRACED_BOUND, RESIDENT_BOUND)
-    report.write(arguments.out, text.encode())
+    out = arguments.out or results_dir(None, full=scale == 1.0) / "soak.md"
+    write(out, text.encode())
     if not arguments.quiet:
         print(text)
     if any(result.problems.values()) or result.memory_problems(TRACED_BOUND, RESIDENT_BOUND):

@@ -342,8 +342,8 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
             if self.raised(message, exc, True):
                 raise
         else:
-            if message is not None:
-                self.settle(message, value)
+            if message is not None and message.kind == "request":
+                message.responder.settle(value)  # pyright: ignore[reportOptionalMemberAccess]
         finally:
             if not watched and self.tasks.running:
                 self.tasks.leave()

@@ -74,6 +74,8 @@ class ReplySubject(LoopSubject[Reply]):
 
     def close(self, exchange: Exchange) -> None:
         """The requester stopped waiting (it got its outcome, was cancelled or timed out)."""
+        if exchange.abandoned:
+            return
         exchange.abandoned = True
         if self.pending.get(exchange.reply_address) is exchange:
             del self.pending[exchange.reply_address]

@@ -74,7 +74,9 @@ class Requests:
             message = self.dispatch.make("request", address, body, headers, options)
             reply_address: str = message.reply_address  # type: ignore[assignment]
             exchange = message.responder = Exchange(reply_address, address, replies.push, self)
-            subject = self.routes.consumers_of(address)
+            subject = self.routes.routes.get(address)
+            if subject is None or subject.turn is None:  # (no consumer: refuses a pattern)
+                subject = self.routes.consumers_of(address)
             replies.pending[reply_address] = exchange  # (ReplySubject.open)
             exchange.timeout = timeout
             exchange.deadline = replies.clock() + timeout  # read before any handler runs

@@ -116,10 +116,11 @@ class Sending:
         routed = self._routed(address)
         if timeout is not None:
             seconds = check_timeout(timeout)
+        elif options is None:
+            seconds = self._default_timeout
         else:
             given = check_delivery_options(options)
-            given_timeout = None if given is None else given.timeout
-            seconds = self._default_timeout if given_timeout is None else given_timeout
+            seconds = self._default_timeout if given.timeout is None else given.timeout  # type: ignore[union-attr]
         return await self._requests.request(
             routed, body, headers, seconds, options, response_type, full
         )
