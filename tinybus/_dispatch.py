@@ -87,21 +87,9 @@ class Dispatch:
         """Publish to every handler of ``address`` and of the patterns it matches, here and,
         through the transport, in other processes; what the caller must await, if anything."""
         message = self.make("publish", address, body, headers, options)
-        collected = self._spare or Collected()
-        self._spare = None
-        collected.can_wait = can_wait
-        tasks = self.tasks
-        outer, tasks.collecting = tasks.collecting, collected
-        try:
-            self._published(message)
-        finally:
-            tasks.collecting = outer
+        collected = self._push(message, can_wait)
         if self.transport is not None:
             self.transport.publish(message)
-        if collected.waits is None and collected.turns is None and collected.refusal is None:
-            self._spare = collected  # nothing to await: kept for the next
-            return None
-        collected.message = message
         return collected
 
     def send(
@@ -119,19 +107,7 @@ class Dispatch:
             if self.transport is None or not self.transport.send(message):
                 raise HandlerNotFoundError(address)
             return None
-        collected = self._spare or Collected()
-        self._spare = None
-        collected.can_wait = can_wait
-        self._push(message, collected)
-        return self._awaited(collected, message)
-
-    def _awaited(self, collected: Collected, message: Message[Any]) -> Collected | None:
-        """What the caller must await for ``message``, if anything."""
-        if collected.waits is None and collected.turns is None and collected.refusal is None:
-            self._spare = collected
-            return None
-        collected.message = message
-        return collected
+        return self._push(message, can_wait)
 
     def request(self, subject: AddressSubject, message: Message[Any]) -> None:
         """Push a request to one consumer of ``subject``; its answer comes through the reply
@@ -149,8 +125,15 @@ class Dispatch:
         """Push a message from another process; nobody here awaits what it sets off."""
         self._push(message, None)
 
-    def _push(self, message: Message[Any], collected: Collected | None) -> None:
-        """Count ``message`` and push it into its Subjects, collecting what it sets off."""
+    def _push(self, message: Message[Any], can_wait: bool | None) -> Collected | None:
+        """Count a published or sent message and push it into its Subjects, collecting what it
+        sets off for a caller that awaits it (``can_wait``; None: nobody awaits it); what
+        that caller must await, if anything."""
+        collected = None
+        if can_wait is not None:
+            collected = self._spare or Collected()
+            self._spare = None
+            collected.can_wait = can_wait
         tasks = self.tasks
         outer, tasks.collecting = tasks.collecting, collected
         try:
@@ -164,6 +147,13 @@ class Dispatch:
                     subject.on_next(message)
         finally:
             tasks.collecting = outer
+        if collected is None:
+            return None
+        if collected.waits is None and collected.turns is None and collected.refusal is None:
+            self._spare = collected  # nothing to await: kept for the next
+            return None
+        collected.message = message
+        return collected
 
     def _published(self, message: Message[Any]) -> None:
         address = message.address
