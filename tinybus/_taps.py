@@ -25,7 +25,7 @@ type Interceptor = Callable[[Envelope], Message[Any] | None]
 
 
 class _Relay(abc.ObserverBase[Reply]):
-    """Shows each reply to the taps before the reply table settles it."""
+    """Shows each reply to the taps, after the reply Subject has settled its request."""
 
     __slots__ = ("_tap",)
 

@@ -105,6 +105,20 @@ async def test_exact_listeners_run_first_then_patterns_in_registration_order(
     assert order == ["exact 1", "exact 2", "user.>", "*.1", "user.*"]
 
 
+async def test_a_pattern_no_longer_used_goes_to_the_back_when_used_again(
+    bus: EventBus,
+) -> None:
+    """A pattern whose last registration ended is forgotten: registered again, its listeners
+    run after those of the patterns that stayed in use."""
+    order: list[str] = []
+    first = bus.on("user.>", lambda body: order.append("user.>"))
+    bus.on("user.*", lambda body: order.append("user.*"))
+    first.unregister()
+    bus.on("user.>", lambda body: order.append("user.> again"))
+    await bus.publish("user.1", "x")
+    assert order == ["user.*", "user.> again"]
+
+
 async def test_listeners_of_one_pattern_run_together_at_their_pattern_s_place(
     bus: EventBus,
 ) -> None:
