@@ -158,10 +158,6 @@ class Tasks:
         if quiet is not None and not quiet.done():
             quiet.set_result(None)
 
-    def wake(self) -> None:
-        """Wake whoever waits for quiet, to look again (a timer settled, a buffer moved)."""
-        self._wake()
-
     def cancel_others(self) -> None:
         """Cancel every running handler but the caller, once each (cleanups may run)."""
         self.closing = True

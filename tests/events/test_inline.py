@@ -22,6 +22,25 @@ from tinybus import (
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
+def slow_inline_consumer(bus: EventBus) -> tuple[asyncio.Event, list[str]]:
+    """An inline consumer at "slow" that sleeps a minute: set once it has started, and the
+    list it appends "cancelled" to when it is cancelled."""
+    entered = asyncio.Event()
+    seen: list[str] = []
+
+    @bus.consumer("slow", inline=True)
+    async def slow(message: Message[int]) -> int:
+        entered.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        return 1
+
+    return entered, seen
+
+
 async def test_an_inline_listener_runs_in_the_publishers_task_and_context(bus: EventBus) -> None:
     seen: list[tuple[asyncio.Task[object] | None, str]] = []
 
@@ -202,18 +221,8 @@ def test_the_requests_timeout_cancels_an_inline_consumer() -> None:
     ``asyncio.timeout`` would, and the requester gets ``HandlerTimeoutError``."""
 
     async def scenario() -> tuple[float, list[str]]:
-        seen: list[str] = []
         async with EventBus() as bus:
-
-            @bus.consumer("slow", inline=True)
-            async def slow(message: Message[int]) -> int:
-                try:
-                    await asyncio.sleep(60)
-                except asyncio.CancelledError:
-                    seen.append("cancelled")
-                    raise
-                return 1
-
+            _, seen = slow_inline_consumer(bus)
             loop = asyncio.get_running_loop()
             started = loop.time()
             with pytest.raises(HandlerTimeoutError):
@@ -227,19 +236,7 @@ def test_the_requests_timeout_cancels_an_inline_consumer() -> None:
 
 
 async def test_cancelling_the_requester_cancels_an_inline_consumer(bus: EventBus) -> None:
-    entered = asyncio.Event()
-    seen: list[str] = []
-
-    @bus.consumer("slow", inline=True)
-    async def slow(message: Message[int]) -> int:
-        entered.set()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            seen.append("cancelled")
-            raise
-        return 1
-
+    entered, seen = slow_inline_consumer(bus)
     requester = asyncio.create_task(bus.request("slow", 1))
     async with asyncio.timeout(5):
         await entered.wait()
@@ -335,19 +332,7 @@ async def test_each_inline_handler_is_called_at_its_turn(
 async def test_close_ends_an_inline_consumers_request_at_once(bus: EventBus) -> None:
     """Pending requests fail with ``BusClosedError`` when the bus closes: one whose inline
     handler runs in its task too, which cancels that handler there."""
-    entered = asyncio.Event()
-    seen: list[str] = []
-
-    @bus.consumer("slow", inline=True)
-    async def slow(message: Message[int]) -> int:
-        entered.set()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            seen.append("cancelled")
-            raise
-        return 1
-
+    entered, seen = slow_inline_consumer(bus)
     requester = asyncio.create_task(bus.request("slow", 1))
     async with asyncio.timeout(5):
         await entered.wait()

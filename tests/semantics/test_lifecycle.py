@@ -370,19 +370,11 @@ async def test_handlers_cancelled_by_close_are_not_reported_as_failures() -> Non
     assert failures == []
 
 
-def test_a_bus_left_open_as_its_loop_ends_loses_no_buffered_message() -> None:
-    """Its loop ends (``asyncio.run`` returns) with jobs running and queued: the running ones
-    are cancelled and reported (including one started while ``asyncio.run`` cancelled the
-    loop's tasks), the queued ones wait for the next loop the bus serves, and are handled
-    there; none is lost without a trace."""
-    bus = EventBus(close_timeout=1.0)
-    handled: list[int] = []
-    reported: list[tuple[int, str]] = []
-    bus.errors.subscribe(
-        lambda failure: reported.append(
-            (failure.message.body if failure.message else -1, type(failure.exception).__name__)
-        )
-    )
+def leave_jobs_running_and_buffered(bus: EventBus, handled: list[int]) -> None:
+    """Jobs 0-4 published to a listener that takes one at a time, on a loop that ends
+    (``asyncio.run`` returns) without closing the bus: job 0 is handled, job 1 is running and
+    2 is started as asyncio.run cancels the loop's tasks (both wait for the loop's end), 3 and
+    4 wait in the buffer. On a later loop, every job is handled at once."""
     first_loop = True
 
     async def job(n: int) -> None:
@@ -400,11 +392,26 @@ def test_a_bus_left_open_as_its_loop_ends_loses_no_buffered_message() -> None:
             await started.wait()
 
     started = asyncio.Event()
-    asyncio.run(first())  # ends without closing the bus
+    asyncio.run(first())
+    first_loop = False
+
+
+def test_a_bus_left_open_as_its_loop_ends_loses_no_buffered_message() -> None:
+    """Its loop ends (``asyncio.run`` returns) with jobs running and queued: the running ones
+    are cancelled and reported (including one started while ``asyncio.run`` cancelled the
+    loop's tasks), the queued ones wait for the next loop the bus serves, and are handled
+    there; none is lost without a trace."""
+    bus = EventBus(close_timeout=1.0)
+    handled: list[int] = []
+    reported: list[tuple[int, str]] = []
+    bus.errors.subscribe(
+        lambda failure: reported.append(
+            (failure.message.body if failure.message else -1, type(failure.exception).__name__)
+        )
+    )
+    leave_jobs_running_and_buffered(bus, handled)
     assert handled == [0]
     assert reported == [(1, "CancelledError"), (2, "CancelledError")]
-
-    first_loop = False
 
     async def second() -> None:
         await bus.drain()
@@ -482,28 +489,8 @@ def test_close_on_a_new_loop_handles_what_the_old_one_left_buffered() -> None:
     handled: list[int] = []
     cancelled: list[int] = []
     bus.errors.subscribe(lambda failure: cancelled.append(failure.message.body))  # type: ignore[union-attr]
-    first_loop = True
-
-    async def job(n: int) -> None:
-        if first_loop and n > 0:
-            started.set()
-            await asyncio.Event().wait()  # until the loop ends
-        handled.append(n)
-
-    bus.on("jobs", job, max_concurrency=1)
-
-    async def first() -> None:
-        for n in range(5):
-            bus.publish_nowait("jobs", n)
-        async with asyncio.timeout(5):
-            await started.wait()
-
-    started = asyncio.Event()
-    # Jobs 1 and 2 are cancelled (and reported) as the loop ends (2 was started while
-    # asyncio.run cancelled the loop's tasks); 3 and 4 wait in the buffer.
-    asyncio.run(first())
-    assert cancelled == [1, 2]
-    first_loop = False
+    leave_jobs_running_and_buffered(bus, handled)
+    assert cancelled == [1, 2]  # reported as the loop ended; 3 and 4 wait in the buffer
     asyncio.run(bus.close(timeout=1))
     assert handled == [0, 3, 4]
     assert bus.stats().totals.dropped == 0
