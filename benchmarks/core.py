@@ -1,7 +1,8 @@
 """Throughput of the core bus, as ratios against a baseline measured in the same run.
 
 The baseline is a direct ``await handler(x)``; for validation, pipelines, flow control and
-patterns, it is the same publish or request without that feature.
+patterns, it is the same publish or request without that feature; for ``stream()``, the same
+publishes to a listener.
 
 Run with ``uv run python benchmarks/core.py`` (``--quick`` for a short run). Each scenario and
 its baseline are measured in alternating order, several rounds; the median is quoted, because
@@ -60,6 +61,28 @@ def repeated(call: Callable[[int], Awaitable[object]]) -> Run:
     return run
 
 
+def streamed(bus: EventBus, address: str) -> Run:
+    """A run that publishes ``count`` messages to ``address`` while a task consumes them with
+    ``async for`` over ``bus.stream(address)``, and ends when the last one was taken."""
+
+    async def run(count: int) -> None:
+        async with bus.stream(address) as messages:
+
+            async def consume() -> None:
+                taken = 0
+                async for _ in messages:
+                    taken += 1
+                    if taken == count:
+                        return
+
+            consumer = asyncio.create_task(consume())
+            for n in range(count):
+                await bus.publish(address, n)
+            await consumer
+
+    return run
+
+
 def scenarios(bus: EventBus, patterned: EventBus) -> dict[str, tuple[Run, Run]]:
     """name -> (baseline, tinybus), each running ``count`` operations. ``patterned`` is a bus
     with 1,000 pattern listeners none of which match the address published to."""
@@ -107,6 +130,14 @@ def scenarios(bus: EventBus, patterned: EventBus) -> dict[str, tuple[Run, Run]]:
         "publish to a max_concurrency=1 listener (vs no limit)": (
             repeated(lambda n: bus.publish("event", n)),
             repeated(lambda n: bus.publish("event.actor", n)),
+        ),
+        "stream(): publish, consumed with async for (vs an async listener)": (
+            repeated(lambda n: bus.publish("event", n)),
+            streamed(bus, "event.streamed"),
+        ),
+        "stream(): publish, consumed with async for (vs a max_concurrency=1 listener)": (
+            repeated(lambda n: bus.publish("event.actor", n)),
+            streamed(bus, "event.streamed"),
         ),
         "publish with 1,000 unrelated patterns registered (vs none)": (
             repeated(lambda n: bus.publish("event", n)),

@@ -20,6 +20,7 @@ from .errors import (
     ReplyFailedError,
 )
 from .headers import Headers
+from .iteration import MessageStream
 from .message import Envelope, Message
 from .options import DeliveryOptions, RegistrationOptions
 from .producers import Publisher, Sender
@@ -51,6 +52,7 @@ __all__ = [
     "MessageCodec",
     "MessageDroppedError",
     "MessageRejectedError",
+    "MessageStream",
     "MessageValidationError",
     "Publisher",
     "Registration",

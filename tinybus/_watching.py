@@ -1,23 +1,34 @@
-"""The front's ways to watch the bus: ``observe``, ``observe_all``, interceptors and
-``errors``. ``EventBus`` inherits them."""
+"""The front's ways to watch the bus: ``stream``, ``next``, ``observe``, ``observe_all``,
+interceptors and ``errors``. ``EventBus`` inherits them."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, overload
 
 import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from ._address import AnyAddress, to_address
+from ._address import AddressLike, AnyAddress, to_address
 from ._failures import Failures
+from ._flow import Overflow
 from ._loop import LoopBinding
 from ._patterns import is_pattern
+from ._pipeline import Operator
+from ._registry import Registry
 from ._routes import Routes
 from ._subject import LoopSubject
 from ._taps import Interceptor, Taps
+from .addresses import Event
 from .errors import HandlerFailure
+from .iteration import MessageStream, stream_options
 from .message import Envelope, Message
+from .options import RegistrationOptions, check_registration_options, check_timeout
+
+# A stream's buffer unless told otherwise: room for bursts, bounded so that a stalled loop
+# holds its publishers back rather than memory growing.
+DEFAULT_STREAM_BUFFER = 100
 
 
 class Watching:
@@ -27,6 +38,99 @@ class Watching:
     _routes: Routes
     _taps: Taps
     _failures: Failures
+    _registry: Registry
+    _default_timeout: float
+
+    @overload
+    def stream[B](
+        self,
+        address: Event[B],
+        *,
+        max_buffered: int = DEFAULT_STREAM_BUFFER,
+        overflow: Overflow = "block",
+        pipe: Sequence[Operator] | None = None,
+        local: bool = False,
+    ) -> MessageStream[B]: ...
+    @overload
+    def stream(
+        self,
+        address: AddressLike,
+        *,
+        max_buffered: int = DEFAULT_STREAM_BUFFER,
+        overflow: Overflow = "block",
+        pipe: Sequence[Operator] | None = None,
+        local: bool = False,
+    ) -> MessageStream[Any]: ...
+    def stream(
+        self,
+        address: AnyAddress,
+        *,
+        max_buffered: int = DEFAULT_STREAM_BUFFER,
+        overflow: Overflow = "block",
+        pipe: Sequence[Operator] | None = None,
+        local: bool = False,
+    ) -> MessageStream[Any]:
+        """The messages published to ``address`` (or to every address matching a pattern), for
+        ``async with bus.stream(address) as messages: async for message in messages: ...``.
+
+        The stream is a listener registration, made when the block is entered and ended when
+        it exits: messages wait in its buffer of ``max_buffered`` while the loop body runs,
+        under its ``overflow`` policy (``"block"`` holds publishers back; the drop policies
+        count and report drops), after its ``pipe`` operators (over messages). The loop ends
+        when the block exits, the registration is unregistered or the bus closes.
+        """
+        return self._stream(address, stream_options(max_buffered, overflow, pipe, local), False)
+
+    def _stream(
+        self, address: AnyAddress, options: RegistrationOptions, once: bool
+    ) -> MessageStream[Any]:
+        routed = to_address(address)
+        check_registration_options(options)  # (wrong options fail here, not at the block)
+        registry = self._registry
+        loop = self._loop
+        return MessageStream(
+            routed,
+            lambda hand_over, checked: registry.register(routed, hand_over, "listener", checked),
+            options,
+            lambda: loop.closed,
+            once,
+        )
+
+    @overload
+    async def next[B](
+        self,
+        address: Event[B],
+        *,
+        timeout: float | None = None,
+        pipe: Sequence[Operator] | None = None,
+    ) -> Message[B]: ...
+    @overload
+    async def next(
+        self,
+        address: AddressLike,
+        *,
+        timeout: float | None = None,
+        pipe: Sequence[Operator] | None = None,
+    ) -> Message[Any]: ...
+    async def next(
+        self,
+        address: AnyAddress,
+        *,
+        timeout: float | None = None,
+        pipe: Sequence[Operator] | None = None,
+    ) -> Message[Any]:
+        """The next message published to ``address`` (or a pattern) from now on, that gets
+        through ``pipe`` if given (``pipe=[ops.filter(...)]``: the next that matches).
+
+        ``TimeoutError`` when none comes within ``timeout`` seconds (default: the bus's
+        ``default_timeout``), ``BusClosedError`` when the bus closes first. It listens from
+        the moment it is awaited: for a message your own code is about to cause, open a
+        ``stream`` first and call its ``next()`` after causing it.
+        """
+        seconds = self._default_timeout if timeout is None else check_timeout(timeout)
+        options = stream_options(0, "block", pipe, False)
+        async with self._stream(address, options, True) as one:
+            return await one.next(seconds)
 
     def observe(self, address: AnyAddress) -> Observable[Message[Any]]:
         """The stream of messages published to ``address``, as a reactivex Observable: its

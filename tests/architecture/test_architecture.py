@@ -144,6 +144,7 @@ def test_the_public_api_is_what_the_package_exports_and_every_other_module_is_pr
         "codecs",
         "errors",
         "headers",
+        "iteration",
         "message",
         "notebook",
         "options",
