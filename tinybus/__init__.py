@@ -19,6 +19,7 @@ from .errors import (
     MessageValidationError,
     ReplyFailedError,
 )
+from .gather import Failed, Gathered, Outcome, Replied
 from .headers import Headers
 from .iteration import MessageStream
 from .message import Envelope, Message
@@ -40,7 +41,9 @@ __all__ = [
     "Event",
     "EventBus",
     "EventBusError",
+    "Failed",
     "FailureKind",
+    "Gathered",
     "HandlerAlreadyRegisteredError",
     "HandlerExecutionError",
     "HandlerFailure",
@@ -54,9 +57,11 @@ __all__ = [
     "MessageRejectedError",
     "MessageStream",
     "MessageValidationError",
+    "Outcome",
     "Publisher",
     "Registration",
     "RegistrationOptions",
+    "Replied",
     "ReplyFailedError",
     "Sender",
 ]

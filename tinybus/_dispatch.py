@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._endpoint import Endpoint
 from ._patterns import ensure_concrete
 from ._routes import AddressSubject, Routes
 from ._taps import Taps
@@ -109,15 +110,21 @@ class Dispatch:
             return None
         return self._push(message, can_wait)
 
-    def request(self, subject: AddressSubject, message: Message[Any]) -> None:
-        """Push a request to one consumer of ``subject``; its answer comes through the reply
-        Subject (a requester awaits that, not what the handler set off)."""
+    def request(
+        self, subject: AddressSubject, message: Message[Any], consumer: Endpoint | None = None
+    ) -> bool:
+        """Push a request to one consumer of ``subject``: the one whose turn it is, or
+        ``consumer`` (scatter-gather); whether it reached one. Its answer comes through the
+        reply Subject (a requester awaits that, not what the handler set off)."""
         self.counts.requested += 1
         subject.requested += 1
         tasks = self.tasks
         outer, tasks.collecting = tasks.collecting, None
         try:
-            subject.on_next(message)
+            if consumer is None:
+                subject.on_next(message)
+                return True
+            return subject.on_next_to(consumer, message)
         finally:
             tasks.collecting = outer
 

@@ -45,7 +45,7 @@ def bus_stats(
         )
     return BusStats(
         totals=replace(counts),
-        pending_requests=len(replies.pending),
+        pending_requests=len(replies.pending) + len(replies.gatherings),
         running_handlers=len(tasks.running),
         scheduled_timers=scheduler.timer_count + replies.deadlines.timer_count,
         subscriptions=sum(len(subject) for subject in routes.all()),

@@ -11,6 +11,7 @@ from ._exchange import Conversations, Exchange, Reply
 from ._loop import LoopBinding
 from ._replies import ReplySubject
 from ._routes import Routes
+from ._scatter import Scatter
 from .errors import BusClosedError, HandlerNotFoundError
 from .message import Message
 
@@ -30,12 +31,14 @@ class Remote:
         dispatch: Dispatch,
         replies: ReplySubject,
         conversations: Conversations,
+        scatter: Scatter,
     ) -> None:
         self.binding = binding
         self.routes = routes
         self.dispatch = dispatch
         self.replies = replies
         self.conversations = conversations
+        self.scatter = scatter
 
     def receive(self, message: Message[Any], answer: Callable[[Reply], None] | None) -> None:
         address = message.address
@@ -61,6 +64,14 @@ class Remote:
             self.dispatch.deliver(message)
         else:
             logger.warning("a message sent to %r from another process found no consumer", address)
+
+    def receive_all(self, message: Message[Any], answer: Callable[[Reply], None]) -> int:
+        if self.binding.closed:
+            return 0
+        subject = self.routes.consumers_of(message.address)
+        if subject is None:
+            return 0
+        return len(self.scatter.to_each(subject, message, answer, True))
 
     def answer(self, reply: Reply) -> None:
         self.replies.push(reply)

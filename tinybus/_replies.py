@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ._deadlines import Deadlines
 from ._exchange import Exchange, Reply, nobody_awaits
@@ -25,6 +26,9 @@ from .errors import (
     MessageDroppedError,
 )
 from .stats import Counters
+
+if TYPE_CHECKING:
+    from ._scatter import Gathering
 
 logger = logging.getLogger("tinybus")
 
@@ -43,6 +47,8 @@ class ReplySubject(LoopSubject[Reply]):
         self.clock: Callable[[], float] = time.monotonic  # the loop's (loop_clock), once bound
         self._counts = counts
         self.pending: dict[str, Exchange] = {}
+        # Scatter-gather requests, by their one reply address: they take many answers.
+        self.gatherings: dict[str, Gathering] = {}
         self.deadlines: Deadlines[Exchange] = Deadlines(get_loop, self._expire)
         self.push: Callable[[Reply], None] = self.on_next  # every answer's way back
 
@@ -124,7 +130,12 @@ class ReplySubject(LoopSubject[Reply]):
         exchange = self.pending.get(reply.reply_address)
         future = None if exchange is None else exchange.future
         if exchange is None or exchange.abandoned or (future is not None and future.done()):
-            self._drop_late(reply)
+            gathering = self.gatherings.get(reply.reply_address) if exchange is None else None
+            if gathering is not None and self.clock() < gathering.deadline:
+                gathering.take(reply)
+                self._count(reply)
+            else:
+                self._drop_late(reply)
         elif future is not None and self.clock() >= exchange.deadline:
             # Past its deadline, the timer just has not run yet (a busy loop): a timeout
             # never comes late, so this reply is the late one.
@@ -190,6 +201,8 @@ class ReplySubject(LoopSubject[Reply]):
     def fail_all(self) -> None:
         """Fail every waiting exchange with ``BusClosedError`` and cancel the timer."""
         self.deadlines.clear()
+        for gathering in list(self.gatherings.values()):
+            gathering.close()
         waiting = list(self.pending.values())
         self.pending.clear()
         for exchange in waiting:
@@ -204,6 +217,7 @@ class ReplySubject(LoopSubject[Reply]):
     def reset(self) -> None:
         """Forget what belonged to a previous, closed event loop."""
         self.pending.clear()
+        self.gatherings.clear()
         self.deadlines = Deadlines(self._get_loop, self._expire)
 
 

@@ -66,6 +66,28 @@ class AddressSubject(LoopSubject[Message[Any]]):
         except Exception as exc:
             self._on_observer_error(exc, consumer, value)
 
+    def on_next_to(self, consumer: Endpoint, value: Message[Any]) -> bool:
+        """Push a scatter-gather request to ``consumer``, one of its consumers, leaving the
+        turn where it is; False when it is no longer one (unregistered meanwhile)."""
+        if consumer.subject is not self:
+            return False
+        try:
+            consumer.on_next(value)
+        except Exception as exc:
+            self._on_observer_error(exc, consumer, value)
+        return True
+
+    def consumers_in_turn(self) -> list[Endpoint]:
+        """Its consumers, round the ring once from the one whose turn it is."""
+        members: list[Endpoint] = []
+        first = consumer = self.turn
+        while consumer is not None:
+            members.append(consumer)
+            consumer = consumer.ring_next
+            if consumer is first:
+                break
+        return members
+
     def became_unobserved(self) -> None:
         self.routes.drop(self)
 

@@ -13,8 +13,10 @@ from ._dispatch import Dispatch, raise_refusal
 from ._loop import LoopBinding
 from ._requests import Requests
 from ._routes import Routes
+from ._scatter import Scatter
 from ._threads import call_threadsafe, checked_from_thread
 from .addresses import Address, Event
+from .gather import Gathered
 from .headers import HeadersInput
 from .message import Message
 from .options import DeliveryOptions, check_delivery_options, check_timeout
@@ -27,6 +29,7 @@ class Sending:
     _routes: Routes
     _dispatch: Dispatch
     _requests: Requests
+    _scatter: Scatter
     _default_timeout: float
 
     @overload
@@ -114,16 +117,81 @@ class Sending:
         ``message.fail(code, text)`` raises ``ReplyFailedError`` here.
         """
         routed = self._routed(address)
-        if timeout is not None:
-            seconds = check_timeout(timeout)
-        elif options is None:
-            seconds = self._default_timeout
-        else:
-            given = check_delivery_options(options)
-            seconds = self._default_timeout if given.timeout is None else given.timeout  # type: ignore[union-attr]
+        seconds = self._timeout(timeout, options)
         return await self._requests.request(
             routed, body, headers, seconds, options, response_type, full
         )
+
+    @overload
+    async def request_all[Req, Rep](
+        self,
+        address: Address[Req, Rep],
+        body: Req,
+        *,
+        headers: HeadersInput | None = None,
+        timeout: float | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> Gathered[Rep]: ...
+    @overload
+    async def request_all[R](
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: HeadersInput | None = None,
+        timeout: float | None = None,
+        options: DeliveryOptions | None = None,
+        response_type: type[R],
+    ) -> Gathered[R]: ...
+    @overload
+    async def request_all(
+        self,
+        address: AddressLike,
+        body: Any,
+        *,
+        headers: HeadersInput | None = None,
+        timeout: float | None = None,
+        options: DeliveryOptions | None = None,
+        response_type: Any = None,
+    ) -> Gathered[Any]: ...
+    async def request_all(
+        self,
+        address: AnyAddress,
+        body: Any,
+        *,
+        headers: HeadersInput | None = None,
+        timeout: float | None = None,
+        options: DeliveryOptions | None = None,
+        response_type: Any = None,
+    ) -> Gathered[Any]:
+        """Scatter-gather: deliver ``body`` to every consumer of ``address`` (here, and in
+        other processes through the bus's transport) and return every outcome that arrived
+        within ``timeout`` seconds, in arrival order: a ``Replied`` or a ``Failed`` per
+        consumer. It never raises for a consumer's failure; consumers that did not answer in
+        time are left out (``Gathered.missing`` counts them).
+
+        It returns as soon as every consumer reached has answered, or at the timeout (default
+        as for ``request``); when a transport cannot count the consumers of other processes,
+        always at the timeout. No consumer anywhere is not an error: the result is empty
+        (``asked == 0``), at once. ``BusClosedError`` when the bus is or gets closed.
+        ``response_type`` checks each reply (a reply that does not fit is a ``Failed``).
+        Inline consumers run in tasks here, so that all are asked at once; a retry is never
+        made (``retry_attempts`` is ignored).
+        """
+        routed = self._routed(address)
+        seconds = self._timeout(timeout, options)
+        return await self._scatter.request_all(
+            routed, body, headers, seconds, options, response_type
+        )
+
+    def _timeout(self, timeout: float | None, options: DeliveryOptions | None) -> float:
+        """A request's timeout: the argument, else the options', else the bus's default."""
+        if timeout is not None:
+            return check_timeout(timeout)
+        if options is None:
+            return self._default_timeout
+        given = check_delivery_options(options)
+        return self._default_timeout if given.timeout is None else given.timeout  # type: ignore[union-attr]
 
     @overload
     async def publish[B](

@@ -11,7 +11,12 @@ test where a message could leave. With one (``EventBus(transport=...)``):
   ``Transport.send`` / ``Transport.request``, which say whether a remote consumer took it;
 - answers to a remote request go back through the ``answer`` sink the transport gave with
   it; answers coming back for a local requester are pushed into the reply Subject
-  (``TransportHost.answer``), so they take the same way as local ones.
+  (``TransportHost.answer``), so they take the same way as local ones;
+- a scatter-gather request (``bus.request_all``) reaches the local consumers, then
+  ``Transport.request_all`` hands it to every remote consumer; on their side the transport
+  hands it over with ``TransportHost.receive_all``, which asks each local consumer once and
+  sends each answer through ``answer``; every answer comes back to the requester's bus with
+  the request's one reply address, through ``TransportHost.answer``.
 
 The transport delivers what reaches this process through ``TransportHost.receive``: into the
 Subject of its address, as a local message would be, but never handed back to the transport.
@@ -34,6 +39,12 @@ class TransportHost(Protocol):
     def receive(self, message: Message[Any], answer: Callable[[Reply], None] | None) -> None:
         """Deliver a message from another process to the local handlers; ``answer`` is where
         the answer to a request goes."""
+        ...
+
+    def receive_all(self, message: Message[Any], answer: Callable[[Reply], None]) -> int:
+        """Deliver a scatter-gather request from another process to every local consumer of
+        its address; each one's answer (a reply or a failure) goes to ``answer``, all with the
+        message's reply address. Returns how many consumers it reached (0: none, or closed)."""
         ...
 
     def answer(self, reply: Reply) -> None:
@@ -71,4 +82,15 @@ class Transport(Protocol):
     def request(self, message: Message[Any], timeout: float) -> bool:
         """Hand a request to one remote consumer (its answer comes back through
         ``TransportHost.answer``); False when there is none."""
+        ...
+
+    def request_all(self, message: Message[Any], timeout: float) -> int | None:
+        """Hand a scatter-gather request to every remote consumer of its address (on their
+        side, through ``TransportHost.receive_all``). Every answer comes back through
+        ``TransportHost.answer``, each a ``Reply`` to ``message.reply_address``: a reply or a
+        failure per consumer, many for one reply address, until ``timeout`` seconds have
+        passed (later ones are dropped by the bus). Returns how many remote consumers it
+        reached, 0 when none, or ``None`` when it cannot count them (as on a broker where
+        subscribers are anonymous, such as NATS): the requester then waits out the timeout
+        instead of returning when every answer is in."""
         ...

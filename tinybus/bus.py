@@ -22,6 +22,7 @@ from ._remote import Remote
 from ._replies import ReplySubject
 from ._requests import Requests
 from ._routes import Routes
+from ._scatter import Scatter
 from ._scheduler import BusScheduler
 from ._sending import Sending
 from ._shutdown import Shutdown
@@ -84,7 +85,8 @@ class EventBus(Registering, Watching, Sending):
         self._shutdown = Shutdown(
             loop, tasks, replies, self._registry, routes, scheduler, taps, failures, transport
         )
-        self._remote = Remote(loop, routes, self._dispatch, replies, self._requests)
+        self._scatter = Scatter(loop, routes, self._dispatch, replies, self._requests, transport)
+        self._remote = Remote(loop, routes, self._dispatch, replies, self._requests, self._scatter)
 
     def _on_bind(self, loop: asyncio.AbstractEventLoop, previous: object) -> None:
         if previous is not None:

@@ -143,6 +143,7 @@ def test_the_public_api_is_what_the_package_exports_and_every_other_module_is_pr
         "bus",
         "codecs",
         "errors",
+        "gather",
         "headers",
         "iteration",
         "message",

@@ -3,8 +3,9 @@ in-memory fake that connects several buses in one loop, as processes on a broker
 
 The fake does what a real transport must: it offers the registrations a bus exports, hands
 published messages to the other buses' handlers, a send or request to one remote consumer
-(when the bus has none of its own), and carries answers back to the requester. Messages and
-answers cross it as copies, as they would cross a wire.
+(when the bus has none of its own), a scatter-gather request to every remote consumer, and
+carries answers back to the requester. Messages and answers cross it as copies, as they would
+cross a wire.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.clock import run_virtual
 from tinybus import (
     EventBus,
     HandlerExecutionError,
@@ -82,11 +84,14 @@ class FakeTransport:
 
     def _deliver(self, message: Message[Any], answer: Callable[[Reply], None] | None) -> None:
         assert self.host is not None
+        self.host.receive(self._carry(message), answer)
+
+    def _carry(self, message: Message[Any]) -> Message[Any]:
         self.carried += 1
         copy = Message(message.body, address=message.address, headers=message.headers)
         copy.kind = message.kind
         copy.reply_address = message.reply_address
-        self.host.receive(copy, answer)
+        return copy
 
     def publish(self, message: Message[Any]) -> None:
         for other in self._others():
@@ -108,15 +113,27 @@ class FakeTransport:
         other = self._consumer(message.address)
         if other is None:
             return False
+        other._deliver(message, self._answer_back())
+        return True
+
+    def request_all(self, message: Message[Any], timeout: float) -> int | None:
+        reached = 0
+        for other in self._others():
+            if other._reaches(message.address, consumers_only=True):
+                assert other.host is not None
+                reached += other.host.receive_all(other._carry(message), self._answer_back())
+        return reached
+
+    def _answer_back(self) -> Callable[[Reply], None]:
+        """Where another bus's answers go: back across the wire, to this (the requester's) bus."""
         host = self.host
         assert host is not None
 
-        def answer(reply: Reply) -> None:  # back across the wire, to the requester's bus
+        def answer(reply: Reply) -> None:
             self.carried += 1
             host.answer(Reply(reply.reply_address, reply.body, reply.error, None, reply.headers))
 
-        other._deliver(message, answer)
-        return True
+        return answer
 
 
 def connected(broker: Broker, **options: Any) -> EventBus:
@@ -234,3 +251,78 @@ async def test_without_a_transport_nothing_leaves_the_bus() -> None:
         other.consumer("echo", lambda message: message.body)
         with pytest.raises(HandlerNotFoundError):
             await alone.request("echo", 1)
+
+
+# -- scatter-gather across buses -------------------------------------------------------------
+
+
+class UncountingTransport(FakeTransport):
+    """A transport that cannot count remote consumers (as on NATS, where subscribers are
+    anonymous): ``request_all`` says None, and the requester waits out its timeout."""
+
+    def request_all(self, message: Message[Any], timeout: float) -> int | None:
+        super().request_all(message, timeout)
+        return None
+
+
+async def test_request_all_gathers_the_consumers_of_every_bus() -> None:
+    broker = Broker()
+    async with connected(broker) as one, connected(broker) as two, connected(broker) as three:
+        one.consumer("census", lambda message: "one")
+        two.consumer("census", lambda message: "two, first")
+        two.consumer("census", lambda message: "two, second")
+
+        @three.consumer("census")
+        def broken(message: Message[Any]) -> str:
+            raise ValueError("three cannot count")
+
+        three.consumer("census", lambda message: "never", local=True)
+        gathered = await one.request_all("census", None, timeout=5)
+    assert gathered.asked == 4
+    assert sorted(gathered.replies) == ["one", "two, first", "two, second"]
+    [failed] = gathered.failures
+    assert isinstance(failed.error, HandlerExecutionError)
+    assert "three cannot count" in str(failed.error)
+    assert failed.handler is None  # (another process's: no handler to name here)
+    assert gathered.missing == 0
+
+
+async def test_request_all_across_buses_returns_when_every_answer_is_in() -> None:
+    broker = Broker()
+    async with connected(broker) as requester, connected(broker) as responder:
+
+        @responder.consumer("ping")
+        async def pong(message: Message[int]) -> int:
+            await asyncio.sleep(0)
+            return message.body + 1
+
+        async with asyncio.timeout(1):  # (its own timeout is 30 s)
+            gathered = await requester.request_all("ping", 1, timeout=30)
+        assert gathered.replies == [2]
+        assert requester.stats().pending_requests == 0
+
+
+async def test_request_all_with_nobody_anywhere_is_empty_at_once() -> None:
+    broker = Broker()
+    async with connected(broker) as one, connected(broker) as two:
+        two.on("census", lambda body: None)  # a listener is no consumer
+        async with asyncio.timeout(1):
+            gathered = await one.request_all("census", None, timeout=30)
+    assert list(gathered) == []
+    assert gathered.asked == 0
+
+
+def test_a_transport_that_cannot_count_makes_request_all_wait_out_its_timeout() -> None:
+    async def scenario() -> tuple[list[str], int | None, float]:
+        broker = Broker()
+        one = EventBus(transport=UncountingTransport(broker), close_timeout=0.1)
+        async with one, connected(broker) as two:
+            two.consumer("census", lambda message: "two")
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            gathered = await one.request_all("census", None, timeout=3)
+            return gathered.replies, gathered.asked, loop.time() - start
+
+    replies, asked, waited = run_virtual(scenario())
+    assert (replies, asked) == (["two"], None)
+    assert waited == pytest.approx(3)
