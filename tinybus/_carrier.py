@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
     from .message import Message
+    from .options import DeliveryOptions
 
 type Kind = Literal["publish", "send", "request", "reply", "failure"]
 
@@ -22,12 +23,18 @@ class Responder(Protocol):
     takes_turns: bool  # whether the requester can run an inline consumer's turn
     source: Endpoint | None  # the consumer that answers, once the request reached it
 
-    def reply(self, body: object, headers: Mapping[str, str] | None) -> None: ...
+    def reply(
+        self, body: object, headers: Mapping[str, str] | None, options: DeliveryOptions | None
+    ) -> None: ...
 
     def fail(self, code: int, text: str) -> None: ...
 
     async def reply_and_request(
-        self, body: object, headers: Mapping[str, str] | None, timeout: float | None
+        self,
+        body: object,
+        headers: Mapping[str, str] | None,
+        options: DeliveryOptions | None,
+        timeout: float | None,
     ) -> Message[Any]: ...
 
     def settle(self, value: object) -> None:

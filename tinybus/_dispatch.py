@@ -59,7 +59,7 @@ class Dispatch:
     ) -> Message[Any]:
         """The message, as its handlers will see it (after the interceptors)."""
         if options is None:
-            if self.codecs.defaults:
+            if self.codecs.active:
                 body = self.codecs.outgoing(body, None)
             message = make_message(
                 body, address, EMPTY_HEADERS if headers is None else freeze_headers(headers), kind
@@ -70,7 +70,7 @@ class Dispatch:
             if options.copy:  # the sender's object stays out of the bus
                 body = own_copy(body)
             message = make_message(body, address, message_headers, kind)
-            message.copies = options.copy
+            message.copies = options.copy is True
         if self.taps.active:
             message = self.taps.outbound(kind, message)
         return message

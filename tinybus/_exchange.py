@@ -31,7 +31,9 @@ from .errors import (
 from .message import EMPTY_HEADERS, Message
 
 if TYPE_CHECKING:
+    from ._answers import Answers
     from ._endpoint import Endpoint
+    from .options import DeliveryOptions
 
 logger = logging.getLogger("tinybus")
 
@@ -73,13 +75,17 @@ class Reply:
 
 
 class Conversations(Protocol):
-    """What answering with ``reply_and_request`` needs: the bus's requests."""
+    """What answering needs of the bus's requests: the way out for answers (``Answers``),
+    and conversations (``reply_and_request``)."""
+
+    answers: Answers
 
     def converse(
         self,
         answering: Exchange,
         body: object,
         headers: Mapping[str, str] | None,
+        options: DeliveryOptions | None,
         timeout: float | None,
     ) -> Awaitable[Message[Any]]: ...
 
@@ -167,13 +173,22 @@ class Exchange:
         self.answered = True
         return True
 
-    def reply(self, body: object, headers: Mapping[str, str] | None) -> None:
+    def reply(
+        self, body: object, headers: Mapping[str, str] | None, options: DeliveryOptions | None
+    ) -> None:
         if self.answered:
             logger.debug("ignored a reply for %r: already answered", self.address)
             return
         reply = self._checked(body)
         if headers:
             reply.headers = headers
+        self.send(reply, options)  # (what shaping raises is the caller's; still unanswered)
+
+    def send(self, reply: Reply, options: DeliveryOptions | None) -> None:
+        """Push ``reply``, shaped on its way out (``Answers``), as the answer."""
+        answers = self.conversations.answers
+        if options is not None or answers.active:
+            reply = answers.shape(reply, options)
         self.answered = True
         self.sink(reply)
 
@@ -184,7 +199,11 @@ class Exchange:
             self.sink(Reply(self.reply_address, None, error, self.source))
 
     async def reply_and_request(
-        self, body: object, headers: Mapping[str, str] | None, timeout: float | None
+        self,
+        body: object,
+        headers: Mapping[str, str] | None,
+        options: DeliveryOptions | None,
+        timeout: float | None,
     ) -> Message[Any]:
         if self.answered:
             what = (
@@ -194,7 +213,7 @@ class Exchange:
             )
             raise EventBusError(f"{what} was answered already")
         self.answered = True
-        return await self.conversations.converse(self, body, headers, timeout)
+        return await self.conversations.converse(self, body, headers, options, timeout)
 
     def settle(self, value: object) -> None:
         if self.answered:
@@ -204,9 +223,19 @@ class Exchange:
         source = self.source
         returns = None if source is None or self.leg else source.returns
         if returns is None or type(value) is returns.exact:  # (_checked's first test)
-            self.sink(Reply(self.reply_address, value, None, source))
+            reply = Reply(self.reply_address, value, None, source)
         else:
-            self.sink(self._checked(value))
+            reply = self._checked(value)
+        answers = self.conversations.answers
+        if answers.active:
+            try:
+                reply = answers.shape(reply, None)
+            except FATAL:
+                raise
+            except BaseException as exc:  # a codec's: the request fails with it
+                error = HandlerExecutionError(self.address, exc)
+                reply = Reply(self.reply_address, None, error, source)
+        self.sink(reply)
 
     def settle_failure(self, error: BaseException, wrap: bool, counted: bool = False) -> bool:
         """The answer is the failure ``error``; False when answered already (the caller

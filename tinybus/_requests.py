@@ -16,6 +16,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from ._answers import Answers
 from ._dispatch import Dispatch
 from ._exchange import Exchange, Reply, nobody_awaits
 from ._loop import LoopBinding
@@ -31,7 +32,7 @@ from .errors import (
 )
 from .headers import HeadersInput
 from .message import EMPTY_HEADERS, REPLY_PREFIX, Message, new_message_id
-from .options import DeliveryOptions, check_timeout
+from .options import DeliveryOptions, check_delivery_options, check_timeout
 
 logger = logging.getLogger("tinybus")
 
@@ -47,7 +48,9 @@ class Requests:
         replies: ReplySubject,
         default_timeout: float,
         transport: Transport | None,
+        answers: Answers,
     ) -> None:
+        self.answers = answers  # every answer's way out
         self.binding = binding
         self.routes = routes
         self.dispatch = dispatch
@@ -66,7 +69,7 @@ class Requests:
         full: bool,
     ) -> Any:
         """Each attempt (``retry_attempts`` makes more after a timeout) asks one consumer."""
-        retries = 0 if options is None else options.retry_attempts
+        retries = (0 if options is None else options.retry_attempts) or 0
         replies = self.replies
         while True:
             if self.binding.closed:
@@ -189,11 +192,14 @@ class Requests:
         answering: Exchange,
         body: object,
         headers: Mapping[str, str] | None,
+        options: DeliveryOptions | None,
         timeout: float | None,
     ) -> Message[Any]:
         """Answer ``answering`` with ``body`` and wait for the answer to that answer."""
         reply_address = answering.reply_address
         self.binding.check(reply_address)
+        if timeout is None and options is not None:
+            timeout = check_delivery_options(options).timeout  # type: ignore[union-attr]
         timeout = self.default_timeout if timeout is None else check_timeout(timeout)
         replies = self.replies
         if answering.sink == replies.push and not replies.is_waited(reply_address):
@@ -206,16 +212,14 @@ class Requests:
         waiting.timeout = timeout
         waiting.deadline = replies.clock() + timeout
         try:
-            answering.sink(
-                Reply(
-                    reply_address,
-                    body,
-                    None,
-                    answering.source,
-                    headers or EMPTY_HEADERS,
-                    next_address,
-                )
+            answer = Reply(
+                reply_address, body, None, answering.source, headers or EMPTY_HEADERS, next_address
             )
+            try:
+                answering.send(answer, options)
+            except BaseException:
+                answering.answered = False  # (not answered: what shaping raised is the caller's)
+                raise
             reply = await replies.wait(waiting)
         finally:
             replies.close(waiting)

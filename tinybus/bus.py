@@ -10,6 +10,7 @@ from typing import Any, Self
 from reactivex import abc
 
 from ._address import AnyAddress, to_address
+from ._answers import Answers
 from ._deadlines import loop_clock
 from ._dispatch import Dispatch
 from ._failures import Failures
@@ -30,7 +31,7 @@ from ._taps import Taps
 from ._tasks import Tasks
 from ._transport import Transport
 from ._watching import Watching
-from .codecs import CodecRegistry, MessageCodec
+from .codecs import CodecRegistry, CodecSelector, MessageCodec
 from .errors import HandlerFailure
 from .headers import HeadersInput
 from .options import DeliveryOptions, check_delivery_options, check_timeout
@@ -77,10 +78,11 @@ class EventBus(Registering, Watching, Sending):
         self._replies = replies = ReplySubject(loop.get, counts)
         self._taps = taps = Taps(replies)
         self._codecs = CodecRegistry()
+        self._answers = Answers(self._codecs)
         self._dispatch = Dispatch(routes, tasks, taps, self._codecs, counts, transport)
         self._registry = Registry(loop, routes, tasks, failures, scheduler, validate, transport)
         self._requests = Requests(
-            loop, routes, self._dispatch, replies, self._default_timeout, transport
+            loop, routes, self._dispatch, replies, self._default_timeout, transport, self._answers
         )
         self._shutdown = Shutdown(
             loop, tasks, replies, self._registry, routes, scheduler, taps, failures, transport
@@ -165,13 +167,24 @@ class EventBus(Registering, Watching, Sending):
     # -- codecs, producers, inspection ---------------------------------------------------------
 
     def register_codec(self, codec: MessageCodec[Any], *, default_for: type | None = None) -> None:
-        """Register ``codec`` by its name, and as the codec of ``default_for`` bodies if given.
-        A name or a type registered twice is a ``ValueError``."""
+        """Register ``codec`` by its name, and as the codec of ``default_for`` bodies if given
+        (and of its subclasses' that have no default codec of their own). A name or a type
+        registered twice is a ``ValueError``. Default codecs apply to requests, sends,
+        publishes and replies alike."""
         self._codecs.register(codec, default_for)
+        self._answers.refresh()
 
     def unregister_codec(self, name: str) -> None:
         """Remove the codec named ``name`` (``ValueError`` when there is none)."""
         self._codecs.unregister(name)
+        self._answers.refresh()
+
+    def codec_selector(self, selector: CodecSelector | None) -> None:
+        """Name the codec of bodies that have no default codec along their type's MRO, as
+        Vert.x's ``codecSelector``: ``selector(body)`` returns a registered codec's name, or
+        ``None`` for none. A ``DeliveryOptions(codec=...)`` still wins; ``None`` removes it."""
+        self._codecs.select(selector)
+        self._answers.refresh()
 
     def sender(
         self,

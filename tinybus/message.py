@@ -7,12 +7,15 @@ import secrets
 import sys
 from copy import deepcopy
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ._address import to_address
 from ._carrier import Carrier, Kind, Responder
 from .errors import EventBusError
 from .headers import Headers, HeadersInput
+
+if TYPE_CHECKING:
+    from .options import DeliveryOptions
 
 EMPTY_HEADERS = Headers()
 
@@ -93,15 +96,26 @@ class Message[T](Carrier):
         """Build a message by hand, e.g. to call a consumer directly in a test."""
         return Message(body, address=address, headers=headers)
 
-    def reply(self, body: object, *, headers: HeadersInput | None = None) -> None:
+    def reply(
+        self,
+        body: object,
+        *,
+        headers: HeadersInput | None = None,
+        options: DeliveryOptions | None = None,
+    ) -> None:
         """Answer the request now, e.g. before the handler finishes the rest of its work.
 
-        The requester gets the first outcome only: a later ``reply``, ``fail`` or the
+        ``headers`` go with the reply (over ``options.headers``); ``options`` may also name a
+        codec or ask for ``copy=True``, as for a request (a reply waits for nothing: its
+        timeout and retries do not apply). The reply goes through the codec rules a request
+        does. The requester gets the first outcome only: a later ``reply``, ``fail`` or the
         handler's return value is ignored (logged at debug level). On a published or sent
         message, which nobody awaits, it does nothing, as in Vert.x.
         """
         if self.responder is not None:
-            self.responder.reply(body, None if headers is None else freeze_headers(headers))
+            self.responder.reply(
+                body, None if headers is None else freeze_headers(headers), options
+            )
 
     def fail(self, code: int, text: str) -> None:
         """Fail the request: the requester gets ``ReplyFailedError`` with ``code`` and ``text``
@@ -118,19 +132,21 @@ class Message[T](Carrier):
         *,
         headers: HeadersInput | None = None,
         timeout: float | None = None,
+        options: DeliveryOptions | None = None,
     ) -> Message[Any]:
         """Answer the request and wait for the requester's answer to that answer, which is
         returned as a ``Message`` that can be answered in turn: a conversation. The requester
         sees the reply with ``request(..., full=True)`` and answers it with ``reply``, ``fail``
-        or ``reply_and_request``. ``timeout`` (default: the bus's) applies to this leg;
-        ``HandlerTimeoutError`` when no answer comes, ``ReplyFailedError`` when it fails.
-        Only a message that awaits an answer can be answered this way."""
+        or ``reply_and_request``. ``timeout`` (default: ``options.timeout``, else the bus's)
+        applies to this leg; ``HandlerTimeoutError`` when no answer comes, ``ReplyFailedError``
+        when it fails. ``headers`` and ``options`` are as for ``reply``. Only a message that
+        awaits an answer can be answered this way."""
         if self.responder is None:
             raise EventBusError(
                 f"the message to {self.address!r} awaits no answer: it was published or sent"
             )
         return await self.responder.reply_and_request(
-            body, None if headers is None else freeze_headers(headers), timeout
+            body, None if headers is None else freeze_headers(headers), options, timeout
         )
 
     def with_headers(self, headers: HeadersInput) -> Message[T]:

@@ -45,37 +45,46 @@ class DeliveryOptions:
       ``default_timeout`` (30 s unless the bus was built with another).
     - ``headers``: headers added to the message; headers passed to the call itself are
       merged over these.
-    - ``retry_attempts``: how many more times a request is sent when an attempt times out.
-      Each attempt has the full timeout. Publish and send, which wait for no reply, ignore it.
-    - ``copy``: give every handler its own deep copy of the body (and keep the sender's object
-      out of the bus), instead of sharing one object; frozen pydantic models are never copied.
+    - ``retry_attempts``: how many more times a request is sent when an attempt times out
+      (``None``: not given, which means none). Each attempt has the full timeout. Publish
+      and send, which wait for no reply, ignore it.
+    - ``copy``: ``True`` gives every handler its own deep copy of the body (and keeps the
+      sender's object out of the bus), instead of sharing one object; frozen pydantic models
+      are never copied. ``None``: not given, which means shared.
     - ``codec``: the name of a registered codec whose ``transform`` makes the body delivered
       (instead of the default codec of the body's type, if any).
 
+    Every field left ``None`` is "not given": ``overlay`` keeps what is under it, so a call
+    can turn a producer's option off (``retry_attempts=0``, ``copy=False``) by giving it.
     Keyword arguments given to the call itself win over these.
     """
 
     timeout: float | None = None
     headers: HeadersInput | None = None  # a Headers copy once built
-    retry_attempts: int = 0
-    copy: bool = False
+    retry_attempts: int | None = None
+    copy: bool | None = None
     codec: str | None = None
 
     def __post_init__(self) -> None:
         if self.timeout is not None:
             object.__setattr__(self, "timeout", check_timeout(self.timeout))
-        if type(self.copy) is not bool:
-            raise TypeError(f"copy must be True or False, got {self.copy!r}")
+        if self.copy is not None and type(self.copy) is not bool:
+            raise TypeError(f"copy must be True, False or None, got {self.copy!r}")
         if self.codec is not None and (type(self.codec) is not str or not self.codec):
             raise TypeError(f"codec must be the name of a registered codec, got {self.codec!r}")
-        if type(self.retry_attempts) is not int or self.retry_attempts < 0:
-            raise ValueError(f"retry_attempts must be an int >= 0, got {self.retry_attempts!r}")
+        if self.retry_attempts is not None and (
+            type(self.retry_attempts) is not int or self.retry_attempts < 0
+        ):
+            raise ValueError(
+                f"retry_attempts must be an int >= 0 or None, got {self.retry_attempts!r}"
+            )
         if self.headers is not None:
             object.__setattr__(self, "headers", freeze_headers(self.headers))
 
     def overlay(self, other: DeliveryOptions | None) -> DeliveryOptions:
         """These options with ``other``'s on top: its headers merged over these (a name it has
-        replaces all of ours), and each of its other fields that is set replacing ours."""
+        replaces all of ours), and each of its other fields that is given (not ``None``),
+        falsy or not, replacing ours."""
         if other is None:
             return self
         if not isinstance(other, DeliveryOptions):  # pyright: ignore[reportUnnecessaryIsInstance]
@@ -87,8 +96,10 @@ class DeliveryOptions:
             self,
             headers=headers,
             timeout=self.timeout if other.timeout is None else other.timeout,
-            retry_attempts=other.retry_attempts or self.retry_attempts,
-            copy=other.copy or self.copy,
+            retry_attempts=(
+                self.retry_attempts if other.retry_attempts is None else other.retry_attempts
+            ),
+            copy=self.copy if other.copy is None else other.copy,
             codec=self.codec if other.codec is None else other.codec,
         )
 

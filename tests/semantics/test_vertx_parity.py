@@ -33,6 +33,7 @@ from tinybus import (
     HandlerTimeoutError,
     Headers,
     Message,
+    MessageCodec,
     MessageDroppedError,
     Registration,
     ReplyFailedError,
@@ -1118,3 +1119,241 @@ async def test_registration_on_unregistered_is_called_on_close() -> None:
     await asyncio.wait_for(waiter, PROMPTLY)
     await bus.close()  # closing again tells nobody again
     assert len(told) == 3
+
+
+# -- second pass: codecs on replies, chosen along the MRO or by a selector ----------------------
+
+
+class Stamp(MessageCodec[Any]):
+    """A codec whose local transform returns a copy stamped with its name: which codec a
+    body went through is visible in what the receiver gets."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def encode(self, body: Any) -> bytes:
+        raise AssertionError("only transform is used locally")
+
+    def decode(self, data: bytes) -> Any:
+        raise AssertionError("only transform is used locally")
+
+    def transform(self, body: Any) -> Any:
+        return {**body, "via": self.name}
+
+
+class Base(dict[str, Any]):
+    pass
+
+
+class Derived(Base):
+    pass
+
+
+class Own(Base):
+    pass
+
+
+async def test_a_default_codec_applies_to_a_reply_however_it_is_given(bus: EventBus) -> None:
+    """Vert.x looks the reply's codec up as it does the request's; so does TinyBus: the
+    return value, ``message.reply`` and ``reply_and_request`` all go through it."""
+    bus.register_codec(Stamp("stamp"), default_for=dict)
+
+    def returns(message: Message[Any]) -> dict[str, Any]:
+        return {"answer": "returned", "asked": message.body}
+
+    def replies(message: Message[Any]) -> None:
+        message.reply({"answer": "replied"})
+
+    async def converses(message: Message[Any]) -> None:
+        answer = await message.reply_and_request({"answer": "asks back"})
+        answer.reply({"answer": "last"})
+
+    bus.consumer("returns", returns)
+    bus.consumer("replies", replies)
+    bus.consumer("converses", converses)
+    assert await bus.request("returns", {"q": 1}) == {
+        "answer": "returned",
+        "asked": {"q": 1, "via": "stamp"},  # the request went through it too
+        "via": "stamp",
+    }
+    assert await bus.request("replies", {}) == {"answer": "replied", "via": "stamp"}
+    first = await bus.request("converses", {}, full=True)
+    assert first.body == {"answer": "asks back", "via": "stamp"}
+    last = await first.reply_and_request({"answer": "and the requester's answer"})
+    assert last.body == {"answer": "last", "via": "stamp"}
+    assert await bus.request("returns", [1]) != [1, "via"]  # not a dict: no codec
+    bus.unregister_codec("stamp")
+    assert await bus.request("replies", {}) == {"answer": "replied"}
+
+
+async def test_default_codecs_are_chosen_along_the_body_types_mro(bus: EventBus) -> None:
+    """A subclass uses its nearest base's default codec unless it has one of its own."""
+    bus.register_codec(Stamp("base"), default_for=Base)
+    bus.register_codec(Stamp("own"), default_for=Own)
+    bus.consumer("echo", lambda message: message.body)
+    assert (await bus.request("echo", Base()))["via"] == "base"
+    assert (await bus.request("echo", Derived()))["via"] == "base"
+    assert (await bus.request("echo", Own()))["via"] == "own"
+    assert await bus.request("echo", {"plain": 1}) == {"plain": 1}  # dict is Base's base
+    bus.unregister_codec("base")  # forgotten for Derived too
+    assert await bus.request("echo", Derived()) == {}
+    assert (await bus.request("echo", Own()))["via"] == "own"
+
+
+async def test_a_codec_selector_names_the_codec_of_bodies_without_a_default(
+    bus: EventBus,
+) -> None:
+    """Vert.x's ``codecSelector``: asked for a body with no default codec; a codec named in
+    the options still wins, and a default codec is found before it is asked."""
+    asked: list[Any] = []
+
+    def selector(body: Any) -> str | None:
+        asked.append(body)
+        return "selected" if isinstance(body, dict) and "pick" in body else None
+
+    bus.register_codec(Stamp("selected"))
+    bus.register_codec(Stamp("named"))
+    bus.register_codec(Stamp("default"), default_for=Own)
+    bus.codec_selector(selector)
+    bus.consumer("via", lambda message: message.body.get("via"))  # which codec it came through
+    bus.consumer("reply", lambda message: {"pick": "reply"})
+    assert await bus.request("via", {"pick": 1}) == "selected"
+    assert await bus.request("via", {"leave": 1}) is None
+    assert await bus.request("via", {"pick": 1}, options=DeliveryOptions(codec="named")) == "named"
+    assert await bus.request("via", Own(pick=1)) == "default"
+    assert await bus.request("reply", None) == {"pick": "reply", "via": "selected"}
+    # Asked only for bodies that had no codec named and no default (replies too).
+    assert asked == [
+        *({"pick": 1}, "selected", {"leave": 1}, None, "named", "default"),
+        *(None, {"pick": "reply"}),
+    ]
+    bus.codec_selector(lambda body: "nothing-by-this-name")
+    with pytest.raises(ValueError, match="no codec named 'nothing-by-this-name'"):
+        await bus.request("via", {})
+    bus.codec_selector(lambda body: 42)  # type: ignore[arg-type, return-value]
+    with pytest.raises(TypeError, match="must return a codec's name or None"):
+        await bus.publish("evt", {})
+    with pytest.raises(TypeError, match="a codec selector is a function"):
+        bus.codec_selector("selected")  # type: ignore[arg-type]
+    bus.codec_selector(None)
+    assert await bus.request("via", {"pick": 1}) is None
+
+
+async def test_a_codec_failing_on_a_reply_fails_the_request_or_the_reply_call(
+    bus: EventBus,
+) -> None:
+    """A return value the codec refuses fails its request (the handler's failure); an
+    explicit ``reply`` it refuses raises in the handler, which may still answer."""
+
+    class Refuses(Stamp):
+        def transform(self, body: Any) -> Any:
+            raise ValueError("cannot encode this")
+
+    bus.register_codec(Refuses("refuses"), default_for=Own)
+
+    def returns(message: Message[Any]) -> Any:
+        return Own(x=1)
+
+    def replies(message: Message[Any]) -> Any:
+        try:
+            message.reply(Own(x=1))
+        except ValueError as error:
+            return f"reply refused: {error}"
+        return "reply sent"
+
+    bus.consumer("returns", returns)
+    bus.consumer("replies", replies)
+    with pytest.raises(HandlerExecutionError) as caught:
+        await bus.request("returns", None)
+    assert isinstance(caught.value.original_error, ValueError)
+    assert await bus.request("replies", None) == "reply refused: cannot encode this"
+
+
+# -- second pass: options, reply options, message.kind -----------------------------------------
+
+
+async def test_a_call_can_switch_off_a_producers_retries_and_copying(bus: EventBus) -> None:
+    """Options a call gives replace the producer's, falsy ones too: ``retry_attempts=0`` and
+    ``copy=False`` are given, not "unset" (``None`` is "not given")."""
+    attempts: list[int] = []
+    bodies: list[Any] = []
+
+    async def never_answers(message: Message[Any]) -> None:
+        attempts.append(message.body)
+        bodies.append(message.body)
+        await asyncio.Event().wait()
+
+    bus.consumer("slow", never_answers)
+    sender = bus.sender("slow", options=DeliveryOptions(retry_attempts=2, copy=True))
+    assert sender.options.retry_attempts == 2
+    body = {"n": 1}
+    with pytest.raises(HandlerTimeoutError):
+        await sender.request(body, timeout=0.01)
+    assert len(attempts) == 3
+    assert bodies[0] is not body
+    attempts.clear()
+    bodies.clear()
+    with pytest.raises(HandlerTimeoutError):
+        await sender.request(
+            body, timeout=0.01, options=DeliveryOptions(retry_attempts=0, copy=False)
+        )
+    assert len(attempts) == 1
+    assert bodies[0] is body
+    kept = DeliveryOptions(retry_attempts=2, copy=True).overlay(DeliveryOptions(timeout=1))
+    assert (kept.retry_attempts, kept.copy, kept.timeout) == (2, True, 1.0)  # not given: kept
+    await bus.close(timeout=0)
+
+
+async def test_a_reply_carries_headers_a_named_codec_and_its_own_copy(bus: EventBus) -> None:
+    """``message.reply(body, headers=..., options=...)``, as Vert.x's ``reply(body,
+    DeliveryOptions)``: the call's headers over the options', a codec by name, a copy."""
+    kept = {"items": [1]}
+    bus.register_codec(Stamp("named"))
+
+    def answer(message: Message[Any]) -> None:
+        options = DeliveryOptions(headers={"a": "options", "b": "options"}, copy=True)
+        if message.body == "codec":
+            options = DeliveryOptions(codec="named")
+        message.reply(kept, headers={"b": "call"}, options=options)
+
+    bus.consumer("svc", answer)
+    reply = await bus.request("svc", "copy", full=True)
+    assert dict(reply.headers) == {"a": "options", "b": "call"}
+    assert reply.body == kept
+    assert reply.body is not kept
+    assert (await bus.request("svc", "codec")) == {"items": [1], "via": "named"}
+
+    leg_timeouts: list[float] = []
+
+    async def converse(message: Message[Any]) -> None:
+        try:
+            await message.reply_and_request(
+                "next?", options=DeliveryOptions(headers={"leg": "1"}, timeout=0.01)
+            )
+        except HandlerTimeoutError as error:
+            leg_timeouts.append(error.timeout)
+
+    bus.consumer("talk", converse)
+    first = await bus.request("talk", None, full=True)
+    assert dict(first.headers) == {"leg": "1"}
+    await bus.drain(timeout=PROMPTLY)  # the requester never answers: the leg's timeout ends it
+    assert leg_timeouts == [0.01]
+    bus.consumer("bad", lambda message: message.reply(1, options={"copy": True}))
+    with pytest.raises(HandlerExecutionError) as caught:
+        await bus.request("bad", None)
+    assert "options must be a DeliveryOptions" in str(caught.value.original_error)
+
+
+async def test_message_kind_says_whether_it_was_published_sent_or_requested(
+    bus: EventBus,
+) -> None:
+    """Vert.x's ``isSend()``: ``message.kind`` is ``"publish"``, ``"send"`` or ``"request"``;
+    a reply seen with ``full=True`` is a ``"reply"``."""
+    kinds: list[str] = []
+    bus.consumer("svc", lambda message: kinds.append(message.kind))
+    await bus.publish("svc", 1)
+    await bus.send("svc", 2)
+    await bus.request("svc", 3)
+    reply = await bus.request("svc", 4, full=True)
+    assert kinds == ["publish", "send", "request", "request"]
+    assert reply.kind == "reply"

@@ -126,5 +126,5 @@ async def test_codec_mistakes_are_clear_errors_at_the_call(bus: EventBus) -> Non
         bus.unregister_codec("xml")
     with pytest.raises(TypeError, match="a codec is a MessageCodec"):
         bus.register_codec(object())  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="copy must be True or False"):
+    with pytest.raises(TypeError, match="copy must be True, False or None"):
         DeliveryOptions(copy="yes")  # type: ignore[arg-type]

@@ -85,7 +85,8 @@ def test_delivery_options_defaults_and_validation() -> None:
     options = DeliveryOptions()
     assert options.timeout is None
     assert options.headers is None
-    assert options.retry_attempts == 0
+    assert options.retry_attempts is None  # not given: no retries
+    assert options.copy is None  # not given: shared
     assert DeliveryOptions(timeout=2).timeout == 2.0
     with pytest.raises(ValueError, match="timeout must be a positive number"):
         DeliveryOptions(timeout=0)
