@@ -15,8 +15,10 @@ from .errors import (
     HandlerNotFoundError,
     HandlerTimeoutError,
     MessageDroppedError,
+    MessageEncodingError,
     MessageRejectedError,
     MessageValidationError,
+    RemoteError,
     ReplyFailedError,
 )
 from .gather import Failed, Gathered, Outcome, Replied
@@ -54,6 +56,7 @@ __all__ = [
     "Message",
     "MessageCodec",
     "MessageDroppedError",
+    "MessageEncodingError",
     "MessageRejectedError",
     "MessageStream",
     "MessageValidationError",
@@ -61,6 +64,7 @@ __all__ = [
     "Publisher",
     "Registration",
     "RegistrationOptions",
+    "RemoteError",
     "Replied",
     "ReplyFailedError",
     "Sender",

@@ -88,10 +88,9 @@ class Dispatch:
         """Publish to every handler of ``address`` and of the patterns it matches, here and,
         through the transport, in other processes; what the caller must await, if anything."""
         message = self.make("publish", address, body, headers, options)
-        collected = self._push(message, can_wait)
-        if self.transport is not None:
+        if self.transport is not None:  # first: a message it cannot carry goes nowhere
             self.transport.publish(message)
-        return collected
+        return self._push(message, can_wait)
 
     def send(
         self,
@@ -118,6 +117,24 @@ class Dispatch:
         reply Subject (a requester awaits that, not what the handler set off)."""
         self.counts.requested += 1
         subject.requested += 1
+        return self._uncollected(subject, message, consumer)
+
+    def deliver(self, message: Message[Any]) -> None:
+        """Push a message from another process; nobody here awaits what it sets off."""
+        self._push(message, None)
+
+    def deliver_to(self, subject: AddressSubject, message: Message[Any]) -> None:
+        """Push a message published in another process into one Subject (the route it came
+        in by); nobody here awaits what it sets off."""
+        self.counts.published += 1
+        subject.published += 1
+        self._uncollected(subject, message, None)
+
+    def _uncollected(
+        self, subject: AddressSubject, message: Message[Any], consumer: Endpoint | None
+    ) -> bool:
+        """Push ``message`` into ``subject`` (to ``consumer`` only, when given); no caller
+        collects what it sets off. Whether it reached one."""
         tasks = self.tasks
         outer, tasks.collecting = tasks.collecting, None
         try:
@@ -127,10 +144,6 @@ class Dispatch:
             return subject.on_next_to(consumer, message)
         finally:
             tasks.collecting = outer
-
-    def deliver(self, message: Message[Any]) -> None:
-        """Push a message from another process; nobody here awaits what it sets off."""
-        self._push(message, None)
 
     def _push(self, message: Message[Any], can_wait: bool | None) -> Collected | None:
         """Count a published or sent message and push it into its Subjects, collecting what it

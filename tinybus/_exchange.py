@@ -53,7 +53,16 @@ class Reply:
     """An answer on its way back to whoever waits at ``reply_address``: a body, or the error
     the requester gets. ``next_address`` is where an answer to it goes, when it awaits one."""
 
-    __slots__ = ("body", "counted", "error", "headers", "next_address", "reply_address", "source")
+    __slots__ = (
+        "answer_sink",
+        "body",
+        "counted",
+        "error",
+        "headers",
+        "next_address",
+        "reply_address",
+        "source",
+    )
 
     def __init__(
         self,
@@ -72,6 +81,9 @@ class Reply:
         self.headers = headers
         self.next_address = next_address
         self.counted = counted  # a failure counted already (reported on bus.errors too)
+        # Where an answer to it goes (at next_address): None for the reply Subject; a
+        # transport's wire when it came from another process.
+        self.answer_sink: Callable[[Reply], None] | None = None
 
 
 class Conversations(Protocol):

@@ -98,7 +98,11 @@ class Registry:
                 # bus.errors): reactivex turns their exception into on_error.
                 pipeline.start()
         if self.transport is not None and not options.local:
-            self.transport.export(endpoint)
+            try:
+                self.transport.export(endpoint)
+            except BaseException:  # (an address it cannot carry): no half-made registration
+                self.end(endpoint, True)
+                raise
         return registration
 
     def _mailbox(self, endpoint: Endpoint) -> Mailbox:
@@ -121,6 +125,10 @@ class Registry:
 
     def unregister(self, endpoint: Endpoint) -> None:
         self.end(endpoint, True)
+
+    async def wait_exported(self, endpoint: Endpoint) -> None:
+        if self.transport is not None and not endpoint.local:
+            await self.transport.wait_exported(endpoint)
 
     def end(self, endpoint: Endpoint, discard: bool) -> None:
         """Take ``endpoint`` off its address; with ``discard``, drop what waits for it, else

@@ -8,14 +8,38 @@ from typing import Any
 
 from ._dispatch import Dispatch
 from ._exchange import Conversations, Exchange, Reply
+from ._failures import Failures
 from ._loop import LoopBinding
 from ._replies import ReplySubject
 from ._routes import Routes
 from ._scatter import Scatter
-from .errors import BusClosedError, HandlerNotFoundError
+from .codecs import CodecRegistry
+from .errors import BusClosedError, HandlerFailure, HandlerNotFoundError
 from .message import Message
 
 logger = logging.getLogger("tinybus")
+
+
+class RemoteExchange(Exchange):
+    """A request from another process: its requester waits there until ``deadline`` (this
+    loop's clock), so a handler whose turn comes after it skips it as one already answered."""
+
+    __slots__ = ("clock",)
+
+    def __init__(
+        self,
+        reply_address: str,
+        address: str,
+        sink: Callable[[Reply], None],
+        conversations: Conversations,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__(reply_address, address, sink, conversations)
+        self.clock = clock
+        self.takes_turns = False  # nobody here awaits an inline turn
+
+    def waited(self) -> bool:
+        return not self.abandoned and self.clock() < self.deadline
 
 
 class Remote:
@@ -32,6 +56,7 @@ class Remote:
         replies: ReplySubject,
         conversations: Conversations,
         scatter: Scatter,
+        failures: Failures,
     ) -> None:
         self.binding = binding
         self.routes = routes
@@ -39,14 +64,25 @@ class Remote:
         self.replies = replies
         self.conversations = conversations
         self.scatter = scatter
+        self.failures = failures
+        self.codecs: CodecRegistry = dispatch.codecs
 
-    def receive(self, message: Message[Any], answer: Callable[[Reply], None] | None) -> None:
+    def receive(
+        self,
+        message: Message[Any],
+        answer: Callable[[Reply], None] | None,
+        timeout: float | None = None,
+        route: str | None = None,
+    ) -> None:
         address = message.address
         if message.kind == "request":
             assert answer is not None
             assert message.reply_address is not None
-            exchange = Exchange(message.reply_address, address, answer, self.conversations)
-            exchange.takes_turns = False  # nobody here awaits an inline turn
+            clock = self.replies.clock
+            exchange = RemoteExchange(
+                message.reply_address, address, answer, self.conversations, clock
+            )
+            exchange.deadline = clock() + (float("inf") if timeout is None else timeout)
             message.responder = exchange
             if self.binding.closed:
                 exchange.settle_failure(BusClosedError(address=address), False)
@@ -60,10 +96,17 @@ class Remote:
         if self.binding.closed:
             logger.debug("dropped a %s to %r from another process: closed", message.kind, address)
             return
-        if message.kind == "publish" or self.routes.consumers_of(address) is not None:
+        if message.kind == "publish":
+            if route is None:
+                self.dispatch.deliver(message)
+                return
+            subject = self.routes.find(route)
+            if subject is not None:
+                self.dispatch.deliver_to(subject, message)
+        elif self.routes.consumers_of(address) is not None:
             self.dispatch.deliver(message)
         else:
-            logger.warning("a message sent to %r from another process found no consumer", address)
+            self.report(address, HandlerNotFoundError(address), message)
 
     def receive_all(self, message: Message[Any], answer: Callable[[Reply], None]) -> int:
         if self.binding.closed:
@@ -75,3 +118,6 @@ class Remote:
 
     def answer(self, reply: Reply) -> None:
         self.replies.push(reply)
+
+    def report(self, address: str, error: BaseException, message: Message[Any] | None) -> None:
+        self.failures.report(HandlerFailure(address, "(from another process)", error, message))

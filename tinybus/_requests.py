@@ -183,7 +183,11 @@ class Requests:
         if next_address is not None:
             message.reply_address = next_address
             message.responder = Exchange.of_leg(
-                next_address, reply.reply_address, self.replies.push, self, source
+                next_address,
+                reply.reply_address,
+                reply.answer_sink or self.replies.push,
+                self,
+                source,
             )
         return message
 

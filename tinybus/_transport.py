@@ -20,6 +20,10 @@ test where a message could leave. With one (``EventBus(transport=...)``):
 
 The transport delivers what reaches this process through ``TransportHost.receive``: into the
 Subject of its address, as a local message would be, but never handed back to the transport.
+A published message that came in for one route (an address or a pattern this bus exported)
+is delivered to that route's Subject only, so that a bus reached through several of its
+routes delivers it once to each handler. What arrives and cannot be delivered (malformed,
+refused) is reported on ``bus.errors`` through ``TransportHost.report``.
 """
 
 from __future__ import annotations
@@ -30,15 +34,30 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
     from ._exchange import Reply
+    from .codecs import CodecRegistry
     from .message import Message
 
 
 class TransportHost(Protocol):
     """What a bus offers the transport that serves it."""
 
-    def receive(self, message: Message[Any], answer: Callable[[Reply], None] | None) -> None:
+    codecs: CodecRegistry  # the bus's codecs, by name and by body type
+
+    def receive(
+        self,
+        message: Message[Any],
+        answer: Callable[[Reply], None] | None,
+        timeout: float | None = None,
+        route: str | None = None,
+    ) -> None:
         """Deliver a message from another process to the local handlers; ``answer`` is where
-        the answer to a request goes."""
+        the answer to a request goes, ``timeout`` how long its requester still waits (a
+        handler whose turn comes later skips it). A published message goes to the Subject
+        of ``route`` only, when given, else to every route it matches."""
+        ...
+
+    def report(self, address: str, error: BaseException, message: Message[Any] | None) -> None:
+        """Something from another process could not be delivered: on ``bus.errors``."""
         ...
 
     def receive_all(self, message: Message[Any], answer: Callable[[Reply], None]) -> int:
@@ -69,6 +88,10 @@ class Transport(Protocol):
 
     def unexport(self, endpoint: Endpoint) -> None:
         """The registration ended: other processes no longer reach it here."""
+        ...
+
+    async def wait_exported(self, endpoint: Endpoint) -> None:
+        """Return once other processes can reach the exported registration ``endpoint``."""
         ...
 
     def publish(self, message: Message[Any]) -> None:

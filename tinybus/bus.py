@@ -56,6 +56,8 @@ class EventBus(Registering, Watching, Sending):
     connects the bus to the buses of other processes (entered with ``async with``).
     """
 
+    _started = False  # its transport connected (start())
+
     def __init__(
         self,
         *,
@@ -77,18 +79,18 @@ class EventBus(Registering, Watching, Sending):
         self._routes = routes = Routes(failures.on_observer_error)
         self._replies = replies = ReplySubject(loop.get, counts)
         self._taps = taps = Taps(replies)
-        self._codecs = CodecRegistry()
-        self._answers = Answers(self._codecs)
-        self._dispatch = Dispatch(routes, tasks, taps, self._codecs, counts, transport)
+        self._codecs = codecs = CodecRegistry()
+        self._answers = answers = Answers(codecs)
+        self._dispatch = dispatch = Dispatch(routes, tasks, taps, codecs, counts, transport)
         self._registry = Registry(loop, routes, tasks, failures, scheduler, validate, transport)
-        self._requests = Requests(
-            loop, routes, self._dispatch, replies, self._default_timeout, transport, self._answers
+        self._requests = requests = Requests(
+            loop, routes, dispatch, replies, self._default_timeout, transport, answers
         )
         self._shutdown = Shutdown(
             loop, tasks, replies, self._registry, routes, scheduler, taps, failures, transport
         )
-        self._scatter = Scatter(loop, routes, self._dispatch, replies, self._requests, transport)
-        self._remote = Remote(loop, routes, self._dispatch, replies, self._requests, self._scatter)
+        scatter = self._scatter = Scatter(loop, routes, dispatch, replies, requests, transport)
+        self._remote = Remote(loop, routes, dispatch, replies, requests, scatter, failures)
 
     def _on_bind(self, loop: asyncio.AbstractEventLoop, previous: object) -> None:
         if previous is not None:
@@ -149,11 +151,22 @@ class EventBus(Registering, Watching, Sending):
         grace = self._close_timeout if timeout is None else _check_grace(timeout)
         await self._shutdown.close(grace, lambda: None)
 
-    async def __aenter__(self) -> Self:
-        # Bind now, so that the *_threadsafe methods work from the start of the block.
+    async def start(self) -> None:
+        """Bind the bus to the running loop and connect its transport, if it has one (which
+        ``async with`` does too). Registrations made before reach other processes from now
+        on. Starting twice is harmless; a bus without a transport needs no start."""
+        # Bind now, so that the *_threadsafe methods work from the start.
         self._loop.check(None)
-        if self._transport is not None:
-            await self._transport.start(self._remote)
+        if self._transport is not None and not self._started:
+            self._started = True
+            try:
+                await self._transport.start(self._remote)
+            except BaseException:
+                self._started = False
+                raise
+
+    async def __aenter__(self) -> Self:
+        await self.start()
         return self
 
     async def __aexit__(

@@ -105,6 +105,14 @@ class CodecRegistry:
             return self.get(name).transform(body)
         if not self.active:
             return body
+        codec = self.chosen(body)
+        return body if codec is None else codec.transform(body)
+
+    def chosen(self, body: Any) -> MessageCodec[Any] | None:
+        """The codec a body not given one by name goes through (see the class), if any: a
+        transport encodes with it too."""
+        if not self.active:
+            return None
         codec = self._default_of(type(body))  # pyright: ignore[reportUnknownArgumentType]
         if codec is None and self.selector is not None:
             selected = self.selector(body)
@@ -115,7 +123,7 @@ class CodecRegistry:
                         f"{type(body).__name__} body; it must return a codec's name or None"
                     )
                 codec = self.get(selected)
-        return body if codec is None else codec.transform(body)
+        return codec
 
     def _default_of(self, body_type: type) -> MessageCodec[Any] | None:
         try:

@@ -42,6 +42,31 @@ class HandlerNotFoundError(EventBusError):
         self.address = address
 
 
+class RemoteError(Exception):
+    """An exception raised in another process, as it crossed the wire: the ``original_error``
+    of a ``HandlerExecutionError`` whose consumer ran elsewhere. ``type_name`` is the remote
+    exception's class name, ``traceback`` its formatted traceback (as text)."""
+
+    def __init__(self, type_name: str, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class MessageEncodingError(EventBusError):
+    """A message cannot leave for other processes as it is: its body cannot be encoded, it
+    is larger than the server accepts, or its address cannot be made a subject. Raised to
+    the sender before anything is sent."""
+
+    def __init__(self, address: str, detail: str) -> None:
+        super().__init__(f"the message to {address!r} cannot be sent to other processes: {detail}")
+        self.address = address
+
+
 class HandlerAlreadyRegisteredError(EventBusError):
     """The same handler is already registered, in the same role, at the address."""
 

@@ -20,6 +20,8 @@ class Registrations(Protocol):
 
     def pause(self, endpoint: Endpoint) -> None: ...
 
+    async def wait_exported(self, endpoint: Endpoint) -> None: ...
+
 
 class Registration:
     """One handler registered at one address (or pattern), as a consumer or as a listener.
@@ -144,6 +146,15 @@ class Registration:
             await ended
         finally:
             ends.pop(ended, None)  # (a wait given up leaves nothing behind)
+
+    async def wait_exported(self) -> None:
+        """Return once other processes can reach this registration through the bus's
+        transport (at once without one, or for a ``local=True`` registration). On NATS: once
+        the server has its subscriptions; a cluster's other servers learn of them a moment
+        later, which a requester's no-responders grace covers. Wrap it in
+        ``asyncio.timeout`` to bound the wait (the transport may be reconnecting)."""
+        if self._endpoint.registered:
+            await self._bus.wait_exported(self._endpoint)
 
     def __repr__(self) -> str:
         state = "registered" if self.is_registered else "unregistered"

@@ -147,6 +147,7 @@ def test_the_public_api_is_what_the_package_exports_and_every_other_module_is_pr
         "headers",
         "iteration",
         "message",
+        "nats",
         "notebook",
         "options",
         "producers",

@@ -65,6 +65,9 @@ class FakeTransport:
     def unexport(self, endpoint: Endpoint) -> None:
         self.exported.remove(endpoint)
 
+    async def wait_exported(self, endpoint: Endpoint) -> None:
+        assert endpoint in self.exported  # (reachable as soon as exported)
+
     def _others(self) -> list[FakeTransport]:
         return [t for t in self.broker.transports if t is not self and t.host is not None]
 

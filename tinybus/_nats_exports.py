@@ -1,0 +1,130 @@
+"""Registrations as NATS subscriptions: one per exported address or pattern for its events,
+and one queue subscription per exported consumer address, however many registrations share
+it (counted in ``_Interest.wanted``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from ._nats_subjects import ALL_CONSUMERS, CONSUMERS, EVENTS, subject_of
+from ._patterns import is_pattern
+from .errors import MessageEncodingError
+
+if TYPE_CHECKING:
+    from ._endpoint import Endpoint
+
+
+class Interest:
+    """One subscription this bus wants: an address's (or pattern's) events, or an address's
+    consumer queue; ``wanted`` counts the exported registrations that need it."""
+
+    __slots__ = ("address", "queue", "ready", "space", "subject", "subscription", "wanted")
+
+    def __init__(self, address: str, space: str, subject: str) -> None:
+        self.address = address  # the route its messages are delivered to
+        self.space = space
+        self.subject = subject
+        self.queue = subject if space == CONSUMERS else ""  # a consumer queue's group
+        self.wanted = 0
+        self.subscription: Subscription | None = None
+        self.ready = asyncio.Event()  # subscribed, and connected
+
+
+class Subscriber(Protocol):
+    """The part of nats-py's ``Client`` that subscribes (typed as the bus uses it)."""
+
+    async def subscribe(
+        self, subject: str, queue: str = "", cb: Callable[[Msg], Awaitable[None]] | None = None
+    ) -> Subscription: ...
+
+
+type OnEvent = Callable[[Msg, str], None]
+type OnConsumed = Callable[[Msg, bool], None]  # (its message, whether for every consumer)
+
+
+class Exports:
+    """What this bus offers other processes, and the subscriptions that make it so."""
+
+    def __init__(self, prefix: str, post: Callable[[Interest], None]) -> None:
+        self.prefix = prefix
+        self.post = post  # hands an interest to the writer, which reconciles it in order
+        self.interests: dict[tuple[str, str], Interest] = {}
+
+    def export(self, endpoint: Endpoint) -> None:
+        address = endpoint.address
+        pattern = is_pattern(address)
+        try:
+            keys = [(EVENTS, subject_of(self.prefix, EVENTS, address, pattern))]
+            if endpoint.role == "consumer" and not pattern:
+                keys.append((CONSUMERS, subject_of(self.prefix, CONSUMERS, address)))
+                keys.append((ALL_CONSUMERS, subject_of(self.prefix, ALL_CONSUMERS, address)))
+        except ValueError as exc:
+            raise MessageEncodingError(address, str(exc)) from None
+        for space, subject in keys:
+            interest = self.interests.get((space, address))
+            if interest is None:
+                interest = self.interests[space, address] = Interest(address, space, subject)
+            interest.wanted += 1
+            if interest.wanted == 1:
+                self.post(interest)
+
+    def unexport(self, endpoint: Endpoint) -> None:
+        for interest in self._of(endpoint):
+            interest.wanted -= 1
+            if interest.wanted == 0:
+                self.post(interest)
+
+    def _of(self, endpoint: Endpoint) -> list[Interest]:
+        spaces = (EVENTS, CONSUMERS, ALL_CONSUMERS) if endpoint.role == "consumer" else (EVENTS,)
+        found = (self.interests.get((space, endpoint.address)) for space in spaces)
+        return [interest for interest in found if interest is not None]
+
+    async def subscribed(self, endpoint: Endpoint) -> None:
+        """Wait until the subscriptions of ``endpoint`` are made (and the connection up)."""
+        for interest in self._of(endpoint):
+            await interest.ready.wait()
+
+    async def reconcile(
+        self, nc: Subscriber, interest: Interest, on_event: OnEvent, on_consumed: OnConsumed
+    ) -> None:
+        """Make the server's subscription match ``interest.wanted``."""
+        if interest.wanted > 0 and interest.subscription is None:
+            route = interest.address
+            if interest.space != EVENTS:
+                every = interest.space == ALL_CONSUMERS
+
+                async def consumed(msg: Msg) -> None:
+                    on_consumed(msg, every)
+
+                callback = consumed
+            else:
+
+                async def event(msg: Msg) -> None:
+                    on_event(msg, route)
+
+                callback = event
+            interest.subscription = await nc.subscribe(
+                interest.subject, queue=interest.queue, cb=callback
+            )
+            interest.ready.set()
+        elif interest.wanted == 0 and interest.subscription is not None:
+            subscription, interest.subscription = interest.subscription, None
+            interest.ready.clear()
+            if self.interests.get((interest.space, interest.address)) is interest:
+                del self.interests[interest.space, interest.address]
+            await subscription.unsubscribe()
+
+    def disconnected(self) -> None:
+        for interest in self.interests.values():
+            interest.ready.clear()
+
+    def reconnected(self) -> None:
+        """nats-py has subscribed again to every subscription it had."""
+        for interest in self.interests.values():
+            if interest.subscription is not None:
+                interest.ready.set()
