@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from tinybus import EventBus, HandlerFailure
+from tinybus.testing import FailureLog
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -28,7 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
         import uvloop  # the uvloop group
 
         # Every loop the tests make (pytest-asyncio's, asyncio.run's, new_event_loop()'s) is
-        # uvloop's; those of tests/clock.py stay virtual-clock selector loops.
+        # uvloop's; those of tinybus.testing stay virtual-clock selector loops.
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
@@ -46,18 +47,20 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"event loop: {loop}"
 
 
-@pytest.fixture
-async def bus() -> AsyncIterator[EventBus]:
-    async with EventBus(default_timeout=5.0, close_timeout=0.1) as bus:
-        yield bus
+# The bus fixture is the test kit's (tinybus.testing): closed after each test, which fails
+# when the bus reported a failure the test never looked at.
+pytest_plugins = ("pytester",)
 
 
 @pytest.fixture
-def failures(bus: EventBus) -> list[HandlerFailure]:
-    """Every record the bus puts on ``bus.errors`` during the test."""
-    seen: list[HandlerFailure] = []
-    bus.errors.subscribe(seen.append)
-    return seen
+def tinybus_options() -> dict[str, Any]:
+    return {"default_timeout": 5.0, "close_timeout": 0.1}
+
+
+@pytest.fixture
+def failures(bus_failures: FailureLog) -> FailureLog:
+    """Every record the bus puts on ``bus.errors`` during the test (the kit's log)."""
+    return bus_failures
 
 
 class Gate:

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from tests.clock import run_virtual
 from tinybus import (
     EventBus,
     HandlerExecutionError,
@@ -29,6 +28,7 @@ from tinybus._endpoint import Endpoint
 from tinybus._exchange import Reply
 from tinybus._patterns import PatternIndex
 from tinybus._transport import TransportHost
+from tinybus.testing import run_virtual
 
 
 class Broker:

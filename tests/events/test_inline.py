@@ -9,15 +9,14 @@ from typing import Any
 
 import pytest
 
-from tests.clock import run_virtual
 from tinybus import (
     BusClosedError,
     EventBus,
     HandlerExecutionError,
-    HandlerFailure,
     HandlerTimeoutError,
     Message,
 )
+from tinybus.testing import FailureLog, run_virtual
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -88,7 +87,7 @@ async def test_inline_listeners_run_one_after_another_and_publish_waits_for_them
 
 
 async def test_an_inline_listeners_failure_is_reported_and_the_next_one_still_runs(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     ran: list[int] = []
 
@@ -116,7 +115,7 @@ async def test_an_inline_listeners_failure_is_reported_and_the_next_one_still_ru
 
 
 async def test_cancelling_the_publisher_cancels_the_running_inline_listener_only(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     started = asyncio.Event()
     outcome: list[str] = []
@@ -295,7 +294,7 @@ def test_inline_must_be_a_bool(bus: EventBus, value: object) -> None:
 
 @pytest.mark.parametrize("path", ["short", "general"])
 async def test_each_inline_handler_is_called_at_its_turn(
-    bus: EventBus, failures: list[HandlerFailure], path: str
+    bus: EventBus, failures: FailureLog, path: str
 ) -> None:
     """Called one after another: one unregistered by the handler before it is not called, and
     a body that does not fit is reported at its turn. Headers take the general path (through

@@ -19,12 +19,12 @@ from tinybus import (
     EventBus,
     EventBusError,
     HandlerExecutionError,
-    HandlerFailure,
     HandlerNotFoundError,
     Message,
 )
 from tinybus._patterns import PatternIndex, is_pattern
 from tinybus.message import Envelope
+from tinybus.testing import FailureLog
 
 
 def listen_for_addresses(bus: EventBus, pattern: str) -> list[str]:
@@ -147,7 +147,7 @@ async def test_message_listener_at_a_pattern_learns_the_concrete_address(bus: Ev
 
 
 async def test_a_body_invalid_for_a_pattern_listener_is_reported_with_its_concrete_address(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """Validation failures at a pattern listener go to ``bus.errors``; the failing message
     carries the concrete address."""
@@ -507,7 +507,7 @@ async def test_observe_all_completes_when_the_bus_closes(bus: EventBus) -> None:
 
 
 async def test_a_raising_observe_all_subscriber_is_logged_and_breaks_nothing(
-    bus: EventBus, failures: list[HandlerFailure], caplog: pytest.LogCaptureFixture
+    bus: EventBus, failures: FailureLog, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A subscriber of ``observe_all()`` that raises is logged to ``tinybus``; the publisher
     does not see it, handlers and the other subscribers still get the message, and it stays
@@ -782,7 +782,7 @@ async def test_send_nowait_delivers_synchronously(bus: EventBus) -> None:
 
 
 async def test_a_failing_listener_under_publish_nowait_goes_to_bus_errors(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """publish_nowait does not raise a handler's failure: it is reported on bus.errors."""
 

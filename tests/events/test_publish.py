@@ -13,10 +13,10 @@ from tinybus import (
     BusClosedError,
     DeliveryOptions,
     EventBus,
-    HandlerFailure,
     HandlerNotFoundError,
     Message,
 )
+from tinybus.testing import FailureLog
 
 
 async def test_publish_reaches_every_listener_in_registration_order(bus: EventBus) -> None:
@@ -69,7 +69,7 @@ async def test_publish_with_no_listener_is_not_an_error(bus: EventBus) -> None:
 
 
 async def test_listener_failure_never_reaches_the_publisher_nor_stops_the_others(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     received: list[int] = []
 
@@ -222,9 +222,7 @@ async def test_send_without_consumer_raises_handler_not_found(bus: EventBus) -> 
         await bus.send("jobs", 1)
 
 
-async def test_send_failure_goes_to_bus_errors(
-    bus: EventBus, failures: list[HandlerFailure]
-) -> None:
+async def test_send_failure_goes_to_bus_errors(bus: EventBus, failures: FailureLog) -> None:
     def broken(message: Message[int]) -> None:
         raise RuntimeError("send failed")
 

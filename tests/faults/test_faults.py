@@ -31,7 +31,6 @@ from typing import Any, Literal
 import pytest
 from reactivex import operators as ops
 
-from tests.clock import run_virtual
 from tests.conftest import Gate, on_uvloop
 from tinybus import (
     BusClosedError,
@@ -47,6 +46,7 @@ from tinybus import (
     Registration,
     ReplyFailedError,
 )
+from tinybus.testing import FailureLog, run_virtual
 
 WAIT = 5.0  # the bound on every wait: a test that reaches it has found a hang
 BLOCK = 0.2  # how long a blocking handler holds the loop
@@ -120,7 +120,7 @@ def assert_cancellation_kept(requested: bool, requester: asyncio.Task[Any]) -> N
 )
 async def test_the_bus_recovers_from_a_handler_that_blocks_the_loop(
     bus: EventBus,
-    failures: list[HandlerFailure],
+    failures: FailureLog,
     caplog: pytest.LogCaptureFixture,
     blocker: str,
 ) -> None:
@@ -278,7 +278,7 @@ REQUEST_PHASES = {
 @pytest.mark.parametrize("queue", ["idle consumer", "in its buffer", "beyond a full buffer"])
 async def test_cancelling_a_requester_at_every_await_point(
     bus: EventBus,
-    failures: list[HandlerFailure],
+    failures: FailureLog,
     caplog: pytest.LogCaptureFixture,
     outcome: Literal["reply", "raise", "reply early"],
     queue: str,
@@ -354,7 +354,7 @@ async def test_cancelling_a_requester_at_every_await_point(
 
 
 async def test_a_failure_in_flight_to_a_cancelled_requester_is_reported(
-    bus: EventBus, failures: list[HandlerFailure], caplog: pytest.LogCaptureFixture
+    bus: EventBus, failures: FailureLog, caplog: pytest.LogCaptureFixture
 ) -> None:
     failed = asyncio.Event()
 
@@ -386,7 +386,7 @@ SENDER_PHASES = {
 
 @pytest.mark.parametrize("call", ["publish", "send"])
 async def test_cancelling_a_sender_held_for_buffer_room_at_every_await_point(
-    bus: EventBus, failures: list[HandlerFailure], call: str
+    bus: EventBus, failures: FailureLog, call: str
 ) -> None:
     """Under ``overflow="block"`` a sender waits for room. Cancelled after N iterations, it
     ends cancelled (or returns, if it was let in first); its message is handled at most once,
@@ -491,7 +491,7 @@ async def test_a_sender_cancelled_while_held_for_room_never_delivers(
 
 @pytest.mark.parametrize("call", ["publish", "send"])
 async def test_cancelling_a_publisher_or_sender_never_cancels_its_handlers(
-    bus: EventBus, failures: list[HandlerFailure], call: str
+    bus: EventBus, failures: FailureLog, call: str
 ) -> None:
     probe = Probe()
 
@@ -599,7 +599,7 @@ async def converse(bus: EventBus, talk: Conversation) -> Any:
 
 
 async def test_cancelling_a_requester_at_every_await_point_of_a_conversation(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """A two-leg conversation (``request(full=True)``, ``reply_and_request`` on both sides),
     the requester cancelled after N iterations for every N. The handler is never cancelled;
@@ -658,7 +658,7 @@ async def test_a_question_in_flight_to_a_cancelled_requester_fails_the_handler_a
 
 
 async def test_a_late_failure_on_a_later_leg_of_a_conversation_is_reported(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     talk = Conversation()
     bus.consumer("login", conversation_consumer(talk, leg_timeout=WAIT, final="fail"))
@@ -678,7 +678,7 @@ async def test_a_late_failure_on_a_later_leg_of_a_conversation_is_reported(
 
 
 async def test_a_late_failure_on_the_first_leg_is_reported(
-    bus: EventBus, failures: list[HandlerFailure], caplog: pytest.LogCaptureFixture
+    bus: EventBus, failures: FailureLog, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The first-leg counterpart of the test above, which does work: ``message.fail`` after
     the requester was cancelled goes to ``bus.errors`` and the log."""
@@ -947,7 +947,7 @@ async def test_close_waits_for_a_handler_that_cleans_up_after_its_cancellation()
 
 
 async def test_an_operator_that_raises_is_reported_and_later_events_flow(
-    bus: EventBus, failures: list[HandlerFailure], caplog: pytest.LogCaptureFixture
+    bus: EventBus, failures: FailureLog, caplog: pytest.LogCaptureFixture
 ) -> None:
     def fragile(value: int) -> int:
         if value == 1:
@@ -969,7 +969,7 @@ async def test_an_operator_that_raises_is_reported_and_later_events_flow(
 
 @pytest.mark.parametrize("where", ["at the publish", "in a timer"])
 async def test_an_operator_failing_with_on_error_unregister_ends_that_registration_only(
-    bus: EventBus, failures: list[HandlerFailure], caplog: pytest.LogCaptureFixture, where: str
+    bus: EventBus, failures: FailureLog, caplog: pytest.LogCaptureFixture, where: str
 ) -> None:
     """A failing operator, called inside ``publish`` or later from a loop timer (after
     ``debounce``): reported and logged, never raised into the loop; with
@@ -1008,7 +1008,7 @@ async def test_an_operator_failing_with_on_error_unregister_ends_that_registrati
 
 
 async def test_an_operator_failing_a_request_fails_that_request_only(
-    bus: EventBus, caplog: pytest.LogCaptureFixture
+    bus: EventBus, caplog: pytest.LogCaptureFixture, failures: FailureLog
 ) -> None:
     def fragile(message: Message[int]) -> Message[int]:
         if message.body == 1:
@@ -1023,11 +1023,12 @@ async def test_an_operator_failing_a_request_fails_that_request_only(
         assert await bus.request("double", 2) == 4
     assert isinstance(caught.value.original_error, ValueError)
     assert any("raised ValueError" in line for line in tinybus_errors(caplog))
+    failures.expect(ValueError, "map broke")  # (reported as the operator's failure too)
     assert_nothing_left(bus)
 
 
 async def test_a_rejecting_interceptor_fails_the_call_and_later_messages_flow(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """An interceptor that raises rejects that one message: the caller's call raises its
     exception (README), no handler sees it, and the bus goes on."""
@@ -1086,7 +1087,7 @@ async def test_an_interceptor_rejecting_a_message_from_another_thread_is_logged(
 
 
 async def test_a_raising_subscriber_of_bus_errors_is_logged_and_stays_subscribed(
-    bus: EventBus, failures: list[HandlerFailure], caplog: pytest.LogCaptureFixture
+    bus: EventBus, failures: FailureLog, caplog: pytest.LogCaptureFixture
 ) -> None:
     calls: list[HandlerFailure] = []
 
@@ -1141,7 +1142,7 @@ async def test_a_raising_subscriber_of_observe_all_is_logged_and_messages_still_
 
 
 async def test_a_raising_observe_subscriber_is_reported_and_keeps_receiving(
-    bus: EventBus, failures: list[HandlerFailure], caplog: pytest.LogCaptureFixture
+    bus: EventBus, failures: FailureLog, caplog: pytest.LogCaptureFixture
 ) -> None:
     seen: list[int] = []
 
@@ -1168,7 +1169,7 @@ async def test_a_raising_observe_subscriber_is_reported_and_keeps_receiving(
 @pytest.mark.parametrize("on_error", ["none", "raising"])
 async def test_an_observe_pipeline_that_fails_ends_alone(
     bus: EventBus,
-    failures: list[HandlerFailure],
+    failures: FailureLog,
     caplog: pytest.LogCaptureFixture,
     on_error: str,
 ) -> None:
@@ -1381,7 +1382,7 @@ def self_cancelling(style: str) -> Callable[[Any], Any]:
 
 @pytest.mark.parametrize("style", ["sync", "async, before suspending", "async, after suspending"])
 async def test_a_handler_raising_cancelled_error_itself_is_a_failure_not_a_cancellation(
-    bus: EventBus, failures: list[HandlerFailure], caplog: pytest.LogCaptureFixture, style: str
+    bus: EventBus, failures: FailureLog, caplog: pytest.LogCaptureFixture, style: str
 ) -> None:
     """A ``CancelledError`` of the handler's own (nobody cancelled its task) is its failure:
     the requester gets ``HandlerExecutionError`` and is not itself cancelled; a listener's or
@@ -1407,9 +1408,7 @@ async def test_a_handler_raising_cancelled_error_itself_is_a_failure_not_a_cance
     assert_nothing_left(bus)
 
 
-async def test_asyncio_timeout_inside_a_handler(
-    bus: EventBus, failures: list[HandlerFailure]
-) -> None:
+async def test_asyncio_timeout_inside_a_handler(bus: EventBus, failures: FailureLog) -> None:
     """``asyncio.timeout`` in a handler behaves as in any task: expiring, it raises
     ``TimeoutError`` (the requester's ``HandlerExecutionError``, a listener's reported
     failure); caught, the handler goes on and replies. Neither is confused with a cancellation
@@ -1474,7 +1473,7 @@ async def test_asyncio_timeout_inside_a_handler_cancelled_by_close() -> None:
 
 @pytest.mark.parametrize("who", ["itself", "another task"])
 async def test_a_handler_task_cancelled_outside_close_is_a_failure(
-    bus: EventBus, failures: list[HandlerFailure], who: str
+    bus: EventBus, failures: FailureLog, who: str
 ) -> None:
     tasks: list[asyncio.Task[Any]] = []
     started = Gate(2)
@@ -1510,7 +1509,7 @@ async def test_a_handler_task_cancelled_outside_close_is_a_failure(
 
 
 async def test_a_sender_that_once_survived_a_cancellation_is_still_let_in(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """Withdrawal looks at cancellations requested since the sender started waiting, not at a
     count a task left behind when it once suppressed one without ``uncancel()``."""
@@ -1561,10 +1560,9 @@ def test_a_failure_of_a_pipe_blocking_past_the_deadline_is_reported_once() -> No
     asyncio.run(scenario())
 
 
-async def test_handlers_cancelled_by_a_cancelled_close_are_not_failures(
-    failures: list[HandlerFailure],
-) -> None:
+async def test_handlers_cancelled_by_a_cancelled_close_are_not_failures() -> None:
     bus = EventBus(close_timeout=WAIT)
+    failures: list[HandlerFailure] = []
     bus.errors.subscribe(failures.append)
     started: list[int] = []
 

@@ -28,7 +28,6 @@ from pydantic import BaseModel, field_validator, model_validator
 from reactivex import operators as ops
 from reactivex.scheduler import TimeoutScheduler
 
-from tests.clock import run_virtual
 from tests.conftest import Gate
 from tinybus import (
     DeliveryOptions,
@@ -36,10 +35,10 @@ from tinybus import (
     EventBus,
     EventBusError,
     HandlerExecutionError,
-    HandlerFailure,
     HandlerTimeoutError,
     Message,
 )
+from tinybus.testing import FailureLog, run_virtual
 
 WAIT = 5.0  # the bound on every wait: a test that reaches it has found a hang
 
@@ -150,7 +149,7 @@ def unprintable_consumer(variant: str) -> tuple[Callable[[Message[Any]], Any], d
     ],
 )
 async def test_defect_1_a_request_ends_at_once_when_the_failure_cannot_be_printed(
-    bus: EventBus, failures: list[HandlerFailure], variant: str
+    bus: EventBus, failures: FailureLog, variant: str
 ) -> None:
     """Defect 1: a request hung (until its timeout, or raised a bare ``KeyError``) when its
     consumer's exception could not be printed (``str(exc)`` raising), or when the validator of
@@ -560,7 +559,7 @@ def raising_listener(style: str, exception: type[BaseException]) -> Callable[[An
 @pytest.mark.parametrize("exception", [GeneratorExit, Boom])
 @pytest.mark.parametrize("style", ["plain", "async"])
 async def test_defect_11_other_base_exceptions_of_listeners_are_reported_alike(
-    bus: EventBus, failures: list[HandlerFailure], style: str, exception: type[BaseException]
+    bus: EventBus, failures: FailureLog, style: str, exception: type[BaseException]
 ) -> None:
     """Defect 11: plain and async listeners treated other ``BaseException``s differently: a
     plain listener raising ``GeneratorExit`` or a custom ``BaseException`` subclass reached
@@ -582,7 +581,7 @@ async def test_defect_11_other_base_exceptions_of_listeners_are_reported_alike(
 
 @pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
 async def test_defect_11_only_interrupts_propagate_from_a_plain_listener(
-    bus: EventBus, failures: list[HandlerFailure], interrupt: type[BaseException]
+    bus: EventBus, failures: FailureLog, interrupt: type[BaseException]
 ) -> None:
     """Defect 11, the other side: ``KeyboardInterrupt`` and ``SystemExit`` still propagate
     from a plain listener to the publisher (they stop the program wherever raised)."""
@@ -687,7 +686,7 @@ async def test_defect_13_a_timeout_too_large_for_a_float_is_a_documented_error(
 
 @pytest.mark.parametrize("style", ["async", "plain"])
 async def test_defect_15_a_pipe_with_a_threaded_scheduler_runs_its_handler_on_the_loop(
-    bus: EventBus, failures: list[HandlerFailure], style: str
+    bus: EventBus, failures: FailureLog, style: str
 ) -> None:
     """Defect 15: a pipe given a threaded scheduler
     (``ops.delay(0.01, scheduler=TimeoutScheduler.singleton())``) ran an async handler's first

@@ -40,13 +40,13 @@ from tinybus import (
     EventBus,
     HandlerAlreadyRegisteredError,
     HandlerExecutionError,
-    HandlerFailure,
     HandlerNotFoundError,
     HandlerTimeoutError,
     Headers,
     Message,
     MessageValidationError,
 )
+from tinybus.testing import FailureLog
 
 type Call = Callable[[Any, Any], object]
 type Errors = type[Exception] | tuple[type[Exception], ...]
@@ -402,7 +402,7 @@ BAD_HEADERS: list[Any] = [
 
 @pytest.mark.parametrize(("headers", "says"), BAD_HEADERS)
 async def test_bad_headers_are_refused_by_every_entry_point(
-    bus: EventBus, failures: list[HandlerFailure], headers: Any, says: str
+    bus: EventBus, failures: FailureLog, headers: Any, says: str
 ) -> None:
     bus.consumer("hdr", _noop)
     assert await refusals(HEADER_CALLS, bus, headers, TypeError, says) == []
@@ -504,7 +504,7 @@ def annotated(function: Callable[..., Any], parameter: Any, returns: Any = None)
 
 @pytest.mark.parametrize(("declared", "body", "expected"), BAD_BODIES)
 async def test_invalid_bodies_fail_requesters_and_reach_bus_errors(
-    bus: EventBus, failures: list[HandlerFailure], declared: Any, body: Any, expected: str
+    bus: EventBus, failures: FailureLog, declared: Any, body: Any, expected: str
 ) -> None:
     handled: list[object] = []
 
@@ -722,7 +722,7 @@ async def test_bad_registration_options_are_refused_and_register_nothing(
 
 @pytest.mark.parametrize("shape", ["self", "mutual"])
 async def test_nested_requests_do_not_grow_the_stack(
-    bus: EventBus, failures: list[HandlerFailure], shape: str
+    bus: EventBus, failures: FailureLog, shape: str
 ) -> None:
     """1,000 nested requests: each handler requests the next and awaits its reply."""
     deepest = 0
@@ -760,7 +760,7 @@ async def test_nested_requests_do_not_grow_the_stack(
 
 @pytest.mark.parametrize("shape", ["self", "mutual"])
 async def test_endless_request_recursion_is_bounded_by_timeouts(
-    bus: EventBus, failures: list[HandlerFailure], shape: str, caplog: pytest.LogCaptureFixture
+    bus: EventBus, failures: FailureLog, shape: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Handlers that request forever: the requester times out, nothing overflows the stack,
     and once they stop the bus is quiet again."""
@@ -796,7 +796,7 @@ async def test_endless_request_recursion_is_bounded_by_timeouts(
 
 
 async def test_reentrant_recursive_publish_terminates_and_delivers_everything(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """An async listener publishing to its own address from inside itself, 1,000 deep."""
     seen: list[int] = []
@@ -823,7 +823,7 @@ async def test_reentrant_recursive_publish_terminates_and_delivers_everything(
 
 @pytest.mark.parametrize("asynchronous", [True, False])
 async def test_listener_republishing_many_times_terminates_in_publish_order(
-    bus: EventBus, failures: list[HandlerFailure], asynchronous: bool
+    bus: EventBus, failures: FailureLog, asynchronous: bool
 ) -> None:
     recorded: list[object] = []
 
@@ -849,7 +849,7 @@ async def test_listener_republishing_many_times_terminates_in_publish_order(
 
 @pytest.mark.parametrize("via", ["publish_nowait", "send_nowait"])
 async def test_short_synchronous_chains_through_nowait_deliver_everything(
-    bus: EventBus, failures: list[HandlerFailure], via: str
+    bus: EventBus, failures: FailureLog, via: str
 ) -> None:
     seen = await _synchronous_chain(bus, via, 20)
     assert seen == list(range(20, -1, -1))
@@ -859,7 +859,7 @@ async def test_short_synchronous_chains_through_nowait_deliver_everything(
 
 @pytest.mark.parametrize("via", ["publish_nowait", "send_nowait"])
 async def test_long_synchronous_chains_through_nowait_recurse_like_a_function(
-    bus: EventBus, failures: list[HandlerFailure], via: str
+    bus: EventBus, failures: FailureLog, via: str
 ) -> None:
     """By design, a plain-function handler that publishes (or sends) to its own address with
     ``*_nowait`` recurses like a function calling itself, as inline handlers do: the bus bounds
@@ -910,7 +910,7 @@ async def _synchronous_chain(bus: EventBus, via: str, length: int) -> list[int]:
 
 
 async def test_thousands_of_listeners_unregistered_while_events_flow(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """5,000 listeners on an address and four patterns matching it; half leave while 8 events
     are published: from inside their own handler, from a listener before them, and from
@@ -1020,7 +1020,7 @@ async def test_thousands_of_listeners_unregistered_while_events_flow(
 
 
 async def test_consumers_unregistered_while_requests_flow(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """200 consumers, 150 of which leave (themselves after one answer, or by another task)
     while 10 rounds of 50 concurrent requests flow: every request is answered."""
@@ -1315,17 +1315,15 @@ def test_a_handler_without_a_parameter_is_told_so(method: str) -> None:
 
 
 async def test_a_chosen_drop_is_logged_as_a_drop_at_warning(
-    bus: EventBus, caplog: pytest.LogCaptureFixture
+    bus: EventBus, caplog: pytest.LogCaptureFixture, failures: FailureLog
 ) -> None:
     """Flow control chose it: logged at WARNING, with its reason and policy, and its record
     on ``bus.errors`` says it was dropped, not raised."""
-    records: list[HandlerFailure] = []
-    bus.errors.subscribe(records.append)
     registration = bus.on("slow", lambda body: None, max_buffered=0, overflow="drop_newest")
     registration.pause()
     with caplog.at_level(logging.WARNING, logger="tinybus"):
         await bus.publish("slow", 1)
-    [record] = records
+    [record] = failures
     assert record.dropped
     assert str(record).startswith("dropped at 'slow':")
     [logged] = [r for r in caplog.records if r.name == "tinybus"]

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 from pydantic import BaseModel
 
-from tinybus import EventBus, HandlerExecutionError, HandlerFailure, HandlerTimeoutError, Message
+from tinybus import EventBus, HandlerExecutionError, HandlerTimeoutError, Message
+from tinybus.testing import FailureLog
 
 
 class Order(BaseModel):
@@ -16,7 +17,7 @@ class Order(BaseModel):
 
 
 async def test_stats_count_what_the_bus_did_overall_and_per_handler(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """Totals count calls and outcomes; each address lists its handlers with their own
     counters; patterns are addresses of their own."""
@@ -56,9 +57,7 @@ async def test_stats_count_what_the_bus_did_overall_and_per_handler(
     assert failures == []  # a requester's failure is its own, not a record on bus.errors
 
 
-async def test_stats_count_listener_failures_and_drops(
-    bus: EventBus, failures: list[HandlerFailure]
-) -> None:
+async def test_stats_count_listener_failures_and_drops(bus: EventBus, failures: FailureLog) -> None:
     def broken(body: int) -> None:
         raise RuntimeError("boom")
 
@@ -75,11 +74,13 @@ async def test_stats_count_listener_failures_and_drops(
     assert (ticks.paused, ticks.queued, ticks.dropped, ticks.delivered) == (True, 1, 2, 0)
     assert stats.addresses["broken"].handlers[0].failed == 1
     assert type(bus.recent_failures[0].exception) is RuntimeError
+    ticker.resume()  # (its waiting tick is handled, not dropped at close)
+    await bus.drain()
     assert len(failures) == 3
 
 
 async def test_the_bus_plain_repr_summarises_and_the_html_shows_addresses_and_failures(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     bus.consumer("echo", lambda message: message.body)
     bus.on("user.*", lambda body: None, pipe=[])
@@ -104,6 +105,7 @@ async def test_the_bus_plain_repr_summarises_and_the_html_shows_addresses_and_fa
         assert shown in html
     assert "RuntimeError: &lt;oops&gt;" in html  # escaped, never raw markup
     assert "<oops>" not in html
+    failures.expect(RuntimeError, "<oops>")
 
 
 def test_a_message_shows_its_address_headers_and_a_model_body_by_fields() -> None:

@@ -8,9 +8,9 @@ from typing import Any, cast
 import pytest
 from reactivex import operators as ops
 
-from tests.clock import run_virtual
 from tinybus import EventBus
 from tinybus.notebook import Recording, plot_marbles, record
+from tinybus.testing import run_virtual
 
 pytest.importorskip("matplotlib")
 

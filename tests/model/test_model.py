@@ -10,7 +10,7 @@ shrunk, that replays it.
 
 What is generated
 -----------------
-One bus per example, on the virtual clock of ``tests/clock.py`` (``EventBus(default_timeout=
+One bus per example, on the virtual clock of ``tinybus.testing`` (``EventBus(default_timeout=
 100.5, close_timeout=<0.25, 1.25 or 2.25>)``), then random steps:
 
 - consumers (addresses ``a``, ``b``) and listeners (``a``, ``b`` and the pattern ``*``), async
@@ -164,7 +164,6 @@ from hypothesis.stateful import (
 )
 from reactivex import operators as ops
 
-from tests.clock import VirtualClockLoop, run_virtual
 from tinybus import (
     BufferFullError,
     BusClosedError,
@@ -181,6 +180,7 @@ from tinybus import (
     RegistrationOptions,
     ReplyFailedError,
 )
+from tinybus.testing import VirtualClockLoop, run_virtual
 
 CI_EXAMPLES = 300
 SLOW_EXAMPLES = 3000

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from reactivex import operators as ops
 
-from tests.clock import run_virtual
 from tinybus import (
     BusClosedError,
     EventBus,
@@ -20,6 +19,7 @@ from tinybus import (
     MessageRejectedError,
     Registration,
 )
+from tinybus.testing import run_virtual
 
 
 async def _replies_early_then_hangs(bus: EventBus) -> tuple[Registration, asyncio.Event]:

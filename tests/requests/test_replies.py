@@ -14,13 +14,13 @@ from tinybus import (
     EventBusError,
     FailureKind,
     HandlerExecutionError,
-    HandlerFailure,
     HandlerNotFoundError,
     HandlerTimeoutError,
     Message,
     MessageValidationError,
     ReplyFailedError,
 )
+from tinybus.testing import FailureLog
 
 
 async def test_a_reply_reaches_the_requester_before_the_handler_finishes(bus: EventBus) -> None:
@@ -41,7 +41,7 @@ async def test_a_reply_reaches_the_requester_before_the_handler_finishes(bus: Ev
 
 
 async def test_the_first_outcome_wins_and_later_ones_are_ignored_quietly(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     def handler(message: Message[str]) -> str:
         message.reply("first")
@@ -56,7 +56,7 @@ async def test_the_first_outcome_wins_and_later_ones_are_ignored_quietly(
 
 
 async def test_fail_gives_the_requester_a_code_and_a_message(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     async def handler(message: Message[str]) -> str:
         message.fail(404, f"no user {message.body}")
@@ -78,7 +78,7 @@ async def test_fail_gives_the_requester_a_code_and_a_message(
 
 
 async def test_a_failure_raised_after_the_reply_is_reported_not_given_to_the_requester(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     def handler(message: Message[int]) -> None:
         message.reply("ok")
@@ -90,7 +90,7 @@ async def test_a_failure_raised_after_the_reply_is_reported_not_given_to_the_req
 
 
 async def test_reply_and_fail_on_a_published_or_sent_message_do_nothing(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     seen: list[object] = []
 

@@ -18,11 +18,11 @@ from tinybus import (
     EventBus,
     EventBusError,
     HandlerExecutionError,
-    HandlerFailure,
     HandlerNotFoundError,
     HandlerTimeoutError,
     Message,
 )
+from tinybus.testing import FailureLog
 
 
 async def test_async_consumer_reply_is_returned(bus: EventBus) -> None:
@@ -103,7 +103,7 @@ async def test_handler_exception_becomes_handler_execution_error(
 
 
 async def test_handler_failure_for_a_requester_is_not_also_reported(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     bus.consumer("boom", lambda message: 1 / 0)
     with pytest.raises(HandlerExecutionError):
@@ -178,7 +178,7 @@ async def test_invalid_request_timeout_is_refused(bus: EventBus, bad: Any) -> No
 
 
 async def test_handler_keeps_running_after_timeout_and_late_reply_is_dropped(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     release = asyncio.Event()
     finished = asyncio.Event()
@@ -198,7 +198,7 @@ async def test_handler_keeps_running_after_timeout_and_late_reply_is_dropped(
 
 
 async def test_handler_failing_after_its_requester_left_is_reported(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     release = asyncio.Event()
     reported = Gate()
@@ -402,7 +402,7 @@ async def test_request_after_close_raises_bus_closed(bus: EventBus) -> None:
 
 
 async def test_logging_goes_to_the_tinybus_logger(
-    bus: EventBus, caplog: pytest.LogCaptureFixture
+    bus: EventBus, caplog: pytest.LogCaptureFixture, failures: FailureLog
 ) -> None:
     def broken(value: int) -> None:
         raise ValueError("bad value")
@@ -415,6 +415,7 @@ async def test_logging_goes_to_the_tinybus_logger(
     assert "broken" in record.getMessage()
     assert "'evt'" in record.getMessage()
     assert record.exc_info is not None
+    failures.expect(ValueError, "bad value")
 
 
 async def test_depth_limit_holds_under_an_eager_task_factory(bus: EventBus) -> None:

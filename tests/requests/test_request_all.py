@@ -1,6 +1,6 @@
 """Scatter-gather: ``bus.request_all`` asks every consumer of an address once and returns
 every outcome that arrived by the timeout, failures included, without raising for them.
-Timing is read on the virtual clock of ``tests/clock.py``. (Across a transport:
+Timing is read on the virtual clock of ``tinybus.testing``. (Across a transport:
 ``tests/architecture/test_transport_seam.py``.)"""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from tests.clock import run_virtual
 from tinybus import (
     Address,
     BusClosedError,
@@ -26,6 +25,7 @@ from tinybus import (
     Replied,
     ReplyFailedError,
 )
+from tinybus.testing import FailureLog, run_virtual
 
 
 def timed(scenario: Any) -> tuple[Any, float]:
@@ -192,7 +192,7 @@ def test_inline_consumers_are_asked_at_once_not_one_after_another() -> None:
 
 
 async def test_a_copy_still_buffered_after_the_gather_is_not_delivered(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     release = asyncio.Event()
     handled: list[int] = []

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.clock import VirtualClockLoop, run_virtual
 from tinybus import EventBus, HandlerTimeoutError, Message
+from tinybus.testing import VirtualClockLoop, run_virtual
 
 
 def virtual_loop() -> VirtualClockLoop:
@@ -184,13 +184,13 @@ class _Clock:
 
 
 def loop_with_a_patched_clock() -> asyncio.AbstractEventLoop:
-    from tests.clock import _VirtualSelector
+    from tinybus.testing.clock import VirtualSelector
 
-    selector = _VirtualSelector()
+    selector = VirtualSelector()
     loop = asyncio.SelectorEventLoop(selector)
     clock = _Clock()
     setattr(loop, "time", clock.time)  # noqa: B010  (on the object: its class keeps asyncio's)
-    selector.loop = clock  # type: ignore[assignment]  # (it only calls advance)
+    selector.clock = clock
     return loop
 
 

@@ -10,9 +10,9 @@ import pytest
 import reactivex
 from reactivex import operators as ops
 
-from tests.clock import run_virtual
 from tests.conftest import Gate, on_uvloop
 from tinybus import BusClosedError, EventBus, EventBusError, HandlerFailure, Message
+from tinybus.testing import FailureLog, run_virtual
 
 
 def test_bus_built_without_a_loop_binds_to_the_loop_that_uses_it() -> None:
@@ -245,7 +245,7 @@ async def test_no_thread_is_started_by_the_bus() -> None:
 
 
 async def test_error_stream_subscriber_that_raises_does_not_take_the_bus_down(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     def bad_subscriber(failure: HandlerFailure) -> None:
         raise RuntimeError("error handler broke")
@@ -330,7 +330,7 @@ def test_the_scheduler_follows_the_bus_to_a_new_loop() -> None:
 
 
 async def test_a_listener_failing_with_its_own_cancelled_error_is_reported(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     async def listener(body: None) -> None:
         cancelled = asyncio.get_running_loop().create_future()

@@ -19,7 +19,6 @@ from typing import Any, cast
 
 import pytest
 
-from tests.clock import run_virtual
 from tests.conftest import Gate
 from tinybus import (
     BufferFullError,
@@ -38,6 +37,7 @@ from tinybus import (
     Registration,
     ReplyFailedError,
 )
+from tinybus.testing import FailureLog, run_virtual
 
 # How long a test waits for something that should happen at once (never reached when it does).
 PROMPTLY = 1.0
@@ -82,7 +82,7 @@ async def failure_of(task: asyncio.Task[Any]) -> BaseException:
 
 
 async def test_round_robin_over_10_consumers_and_100_sends_gives_exactly_10_each(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     order: list[str] = []
     for index in range(10):
@@ -98,7 +98,7 @@ async def test_round_robin_over_10_consumers_and_100_sends_gives_exactly_10_each
 
 
 async def test_round_robin_over_10_consumers_and_100_requests_gives_exactly_10_each(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """All 100 are in flight at once (every handler waits), and each reply says who made it."""
     release = asyncio.Event()
@@ -200,7 +200,7 @@ async def test_is_registered_is_true_until_unregistered_or_the_bus_closes() -> N
 
 
 async def test_addresses_are_isolated_a_message_to_a_never_reaches_a_b_or_ab(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     seen: list[tuple[str, str, object]] = []
 
@@ -238,7 +238,7 @@ async def test_addresses_are_isolated_a_message_to_a_never_reaches_a_b_or_ab(
 
 
 async def test_publish_reaches_every_consumer_and_listener_of_its_address_once(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     got: list[tuple[str, object, str | None]] = []
 
@@ -293,7 +293,7 @@ async def test_a_request_or_send_never_reaches_a_listener(bus: EventBus) -> None
 
 
 async def test_request_with_no_consumer_fails_at_once_with_handler_not_found_error(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     bus.on("listeners.only", lambda body: None)  # a listener is no consumer
     for address in ("nowhere", "listeners.only"):
@@ -313,7 +313,7 @@ async def test_request_with_no_consumer_fails_at_once_with_handler_not_found_err
 
 
 async def test_send_with_no_consumer_fails_at_once_with_handler_not_found_error(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     bus.on("listeners.only", lambda body: None)
     for address in ("nowhere", "listeners.only"):
@@ -331,7 +331,7 @@ async def test_send_with_no_consumer_fails_at_once_with_handler_not_found_error(
 
 @pytest.mark.parametrize("suspends", [False, True], ids=["plain", "after-suspending"])
 async def test_recipient_failure_carries_kind_recipient_failure(
-    bus: EventBus, failures: list[HandlerFailure], suspends: bool
+    bus: EventBus, failures: FailureLog, suspends: bool
 ) -> None:
     boom = KeyError("no user 42")
 
@@ -357,7 +357,7 @@ async def test_recipient_failure_carries_kind_recipient_failure(
 
 @pytest.mark.parametrize("code", [404, 0, -7])
 async def test_message_fail_gives_reply_failed_error_with_that_code_and_text(
-    bus: EventBus, failures: list[HandlerFailure], code: int
+    bus: EventBus, failures: FailureLog, code: int
 ) -> None:
     async def get_user(message: Message[str]) -> None:
         await suspend()
@@ -381,7 +381,7 @@ async def test_message_fail_gives_reply_failed_error_with_that_code_and_text(
 
 
 async def test_a_late_reply_after_the_requesters_timeout_is_ignored(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """No error anywhere, nothing pending, nothing counted; the handler ran to its end."""
     release = asyncio.Event()
@@ -418,7 +418,7 @@ async def test_a_late_reply_after_the_requesters_timeout_is_ignored(
 
 
 async def test_a_request_that_timed_out_while_queued_never_reaches_its_consumer(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     release = asyncio.Event()
     handled: list[str] = []
@@ -510,7 +510,7 @@ def test_a_reply_arriving_as_the_timeout_fires_yields_exactly_one_outcome() -> N
 
 
 async def test_replies_racing_their_timeouts_on_the_real_clock_each_give_one_outcome(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """Handlers reply by timers spread from just before to just after the requests' timeout:
     whichever way each race goes, every requester gets its own reply or a timeout, once."""
@@ -549,7 +549,7 @@ async def test_replies_racing_their_timeouts_on_the_real_clock_each_give_one_out
 
 
 async def test_first_outcome_wins_reply_then_fail_then_return_value(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     async def answer(message: Message[str]) -> str:
         message.reply("first", headers={"which": "reply"})
@@ -568,7 +568,7 @@ async def test_first_outcome_wins_reply_then_fail_then_return_value(
 
 
 async def test_first_outcome_wins_fail_then_reply_then_return_value(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     def answer(message: Message[str]) -> str:
         message.fail(409, "first")
@@ -583,7 +583,7 @@ async def test_first_outcome_wins_fail_then_reply_then_return_value(
 
 
 async def test_first_outcome_wins_and_a_raise_after_the_reply_is_reported_not_returned(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     async def answer(message: Message[str]) -> str:
         message.reply("first")
@@ -599,7 +599,7 @@ async def test_first_outcome_wins_and_a_raise_after_the_reply_is_reported_not_re
 
 
 async def test_reply_or_fail_on_a_published_or_sent_message_does_nothing(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     seen: list[tuple[object, str | None, str]] = []
 
@@ -635,7 +635,7 @@ async def test_reply_or_fail_on_a_published_or_sent_message_does_nothing(
 
 
 async def test_reply_to_reply_a_conversation_goes_back_and_forth_with_headers(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     transcript: list[tuple[str, object, str | None]] = []
 
@@ -671,7 +671,7 @@ async def test_reply_to_reply_a_conversation_goes_back_and_forth_with_headers(
 
 
 async def test_a_conversation_leg_can_be_failed_by_either_side(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     server_saw: list[tuple[FailureKind, int, str]] = []
 
@@ -706,7 +706,7 @@ async def test_a_conversation_leg_can_be_failed_by_either_side(
 
 
 async def test_a_conversation_leg_times_out_on_its_own_and_a_late_answer_is_ignored(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     outcome: list[HandlerTimeoutError] = []
     done = Gate()
@@ -730,7 +730,7 @@ async def test_a_conversation_leg_times_out_on_its_own_and_a_late_answer_is_igno
 
 
 async def test_reply_and_request_to_a_requester_that_stopped_waiting_fails_at_once(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """As in Vert.x, where the requester's reply handler is unregistered when it times out, a
     ``reply_and_request`` to it finds nobody and fails with ``NO_HANDLERS`` at once, not after
@@ -761,7 +761,7 @@ async def test_reply_and_request_to_a_requester_that_stopped_waiting_fails_at_on
 
 
 async def test_headers_arrive_case_insensitive_multi_valued_and_as_copies(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     got: list[Headers] = []
 
@@ -813,7 +813,7 @@ async def test_headers_given_as_options_are_copies_and_the_call_wins(bus: EventB
 
 
 async def test_pause_with_a_full_buffer_drop_newest_reports_message_dropped_error(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     handled: list[int] = []
     ticks = bus.on("ticks", handled.append, max_buffered=2, overflow="drop_newest")
@@ -835,7 +835,7 @@ async def test_pause_with_a_full_buffer_drop_newest_reports_message_dropped_erro
 
 
 async def test_pause_with_a_full_buffer_drop_oldest_drops_the_oldest(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     handled: list[int] = []
     ticks = bus.on("ticks", handled.append, max_buffered=2, overflow="drop_oldest")
@@ -849,7 +849,7 @@ async def test_pause_with_a_full_buffer_drop_oldest_drops_the_oldest(
 
 
 async def test_pause_with_a_full_buffer_error_policy_raises_buffer_full_error(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     strict: list[int] = []
     relaxed: list[int] = []
@@ -887,7 +887,7 @@ async def test_pause_with_a_full_buffer_error_policy_refuses_a_send(bus: EventBu
 
 
 async def test_pause_with_a_full_buffer_block_holds_the_publisher_until_resume(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     handled: list[int] = []
     rows = bus.on("rows", handled.append, max_buffered=1)  # overflow="block"
@@ -906,7 +906,7 @@ async def test_pause_with_a_full_buffer_block_holds_the_publisher_until_resume(
 
 @pytest.mark.parametrize("overflow", ["drop_newest", "error"])
 async def test_a_request_dropped_by_a_full_buffer_fails_at_once(
-    bus: EventBus, failures: list[HandlerFailure], overflow: Any
+    bus: EventBus, failures: FailureLog, overflow: Any
 ) -> None:
     registration = bus.consumer(
         "svc", lambda message: message.body, max_buffered=1, overflow=overflow
@@ -928,7 +928,7 @@ async def test_a_request_dropped_by_a_full_buffer_fails_at_once(
 
 
 async def test_a_request_dropped_as_the_oldest_fails_at_once(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     registration = bus.consumer(
         "svc", lambda message: message.body, max_buffered=1, overflow="drop_oldest"
@@ -947,7 +947,7 @@ async def test_a_request_dropped_as_the_oldest_fails_at_once(
 
 
 async def test_a_consumer_unregistered_with_a_queued_request_fails_that_requester_at_once(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """Paused: every request waiting for it fails with ``MessageDroppedError`` ("unregistered")
     rather than waiting for a timeout that here would never come; a queued send, which nobody
@@ -974,7 +974,7 @@ async def test_a_consumer_unregistered_with_a_queued_request_fails_that_requeste
 
 
 async def test_a_busy_consumer_unregistered_answers_its_running_request_and_fails_the_queued(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     release = asyncio.Event()
     started = Gate()
@@ -1004,7 +1004,7 @@ async def test_a_busy_consumer_unregistered_answers_its_running_request_and_fail
 
 
 async def test_a_sender_uses_its_default_headers_and_timeout_and_each_call_overrides(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     seen: list[tuple[object, list[tuple[str, str]]]] = []
     release = asyncio.Event()
@@ -1046,7 +1046,7 @@ async def test_a_sender_uses_its_default_headers_and_timeout_and_each_call_overr
 
 
 async def test_a_publisher_uses_its_default_headers_and_each_call_overrides(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     seen: list[tuple[str, object, dict[str, str]]] = []
 

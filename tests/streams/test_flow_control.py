@@ -2,7 +2,7 @@
 
 Most tests hold a handler on an ``asyncio.Event`` (``Worker``) so that the buffer fills in a
 known order, then release it and check what was handled, dropped or refused. Tests about
-time (request timeouts, the close grace period) run on the virtual clock of ``tests/clock.py``.
+time (request timeouts, the close grace period) run on the virtual clock of ``tinybus.testing``.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ import asyncio
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.clock import run_virtual
 from tests.conftest import on_uvloop
 from tinybus import (
     BufferFullError,
@@ -29,6 +28,7 @@ from tinybus import (
     MessageDroppedError,
     Registration,
 )
+from tinybus.testing import FailureLog, run_virtual
 
 
 class Worker:
@@ -99,7 +99,7 @@ def start[T](coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
     return asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)
 
 
-def dropped_bodies(failures: list[HandlerFailure]) -> list[Any]:
+def dropped_bodies(failures: Sequence[HandlerFailure]) -> list[Any]:
     """The bodies of the messages reported dropped on ``bus.errors``, in report order."""
     bodies: list[Any] = []
     for failure in failures:
@@ -109,7 +109,7 @@ def dropped_bodies(failures: list[HandlerFailure]) -> list[Any]:
     return bodies
 
 
-def reasons(failures: list[HandlerFailure]) -> list[str]:
+def reasons(failures: Sequence[HandlerFailure]) -> list[str]:
     """The ``reason`` of each reported exception ("?" for one without)."""
     return [getattr(failure.exception, "reason", "?") for failure in failures]
 
@@ -183,7 +183,7 @@ async def test_max_concurrency_3_runs_exactly_three_at_once(bus: EventBus) -> No
 
 
 async def test_drop_newest_keeps_the_first_and_reports_each_dropped_message(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """A full drop_newest buffer drops the incoming message: reported on bus.errors with
     reason "overflow" and the message attached, counted, and the publisher is not held."""
@@ -210,7 +210,7 @@ async def test_drop_newest_keeps_the_first_and_reports_each_dropped_message(
     assert len(failures) == 2
 
 
-async def test_drop_oldest_keeps_the_newest(bus: EventBus, failures: list[HandlerFailure]) -> None:
+async def test_drop_oldest_keeps_the_newest(bus: EventBus, failures: FailureLog) -> None:
     """A full drop_oldest buffer drops its oldest message to make room for the new one."""
     worker = Worker()
     registration = bus.on(
@@ -233,7 +233,7 @@ async def test_drop_oldest_keeps_the_newest(bus: EventBus, failures: list[Handle
 
 
 async def test_a_request_dropped_from_the_buffer_fails_at_once(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """Under drop_oldest, the requester of the request pushed out fails at once with
     MessageDroppedError (not after its timeout), and the drop is not also on bus.errors."""
@@ -261,7 +261,7 @@ async def test_a_request_dropped_from_the_buffer_fails_at_once(
 
 
 async def test_overflow_error_publish_raises_after_delivering_to_the_other_listeners(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """Under "error", publish raises BufferFullError once the message has reached the other
     listeners of the address (even those registered after the full one)."""
@@ -367,7 +367,7 @@ async def test_block_holds_an_awaiting_send(bus: EventBus) -> None:
 
 
 async def test_a_cancelled_blocked_publisher_withdraws_its_message(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """Cancelling a publish held for room takes its message back: it is never handled, and is
     neither dropped nor reported."""
@@ -491,9 +491,7 @@ async def test_pause_works_on_a_registration_without_max_concurrency(bus: EventB
     assert heard == [0, 1, 2, 3]
 
 
-async def test_overflow_policies_apply_while_paused(
-    bus: EventBus, failures: list[HandlerFailure]
-) -> None:
+async def test_overflow_policies_apply_while_paused(bus: EventBus, failures: FailureLog) -> None:
     """A paused buffer fills and overflows like a busy one: drop_oldest drops, "error"
     refuses, "block" holds the publisher until resume()."""
     newest: list[int] = []
@@ -532,7 +530,7 @@ async def test_overflow_policies_apply_while_paused(
 
 
 async def test_unregister_drops_queued_messages_and_lets_the_running_one_finish(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """Queued published messages are reported dropped with reason "unregistered"; the message
     being handled finishes; nothing reaches the handler afterwards."""
@@ -558,7 +556,7 @@ async def test_unregister_drops_queued_messages_and_lets_the_running_one_finish(
 
 
 async def test_unregister_fails_a_queued_request_at_once(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """A request waiting in the buffer fails at once with MessageDroppedError when its consumer
     is unregistered; the one being handled is still answered."""
@@ -580,9 +578,7 @@ async def test_unregister_fails_a_queued_request_at_once(
     assert failures == []
 
 
-async def test_unregister_releases_blocked_publishers(
-    bus: EventBus, failures: list[HandlerFailure]
-) -> None:
+async def test_unregister_releases_blocked_publishers(bus: EventBus, failures: FailureLog) -> None:
     """A publisher held for room returns when the registration ends; its message is reported
     dropped like the buffered ones."""
     worker = Worker()

@@ -12,7 +12,6 @@ import asyncio
 import pytest
 from reactivex import operators as ops
 
-from tests.clock import run_virtual
 from tinybus import (
     BufferFullError,
     BusClosedError,
@@ -23,6 +22,7 @@ from tinybus import (
     Message,
     MessageDroppedError,
 )
+from tinybus.testing import FailureLog, run_virtual
 
 
 async def test_the_loop_gets_every_message_in_order_and_nothing_stays_subscribed(
@@ -74,7 +74,7 @@ async def test_a_slow_loop_body_holds_publishers_back_under_block(bus: EventBus)
 
 
 async def test_drops_are_counted_and_reported_as_for_a_listener(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     async with bus.stream("ticks", max_buffered=2, overflow="drop_oldest") as messages:
         for n in range(5):
@@ -137,7 +137,7 @@ async def test_the_bus_closing_ends_a_loop_that_waits() -> None:
 
 
 async def test_a_message_handed_over_before_the_bus_closed_is_still_yielded(
-    failures: list[HandlerFailure],
+    failures: FailureLog,
 ) -> None:
     bus = EventBus(close_timeout=0.1)
     seen: list[HandlerFailure] = []
@@ -155,7 +155,7 @@ async def test_a_message_handed_over_before_the_bus_closed_is_still_yielded(
 
 
 async def test_messages_left_in_the_buffer_at_exit_are_reported(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     async with bus.stream("jobs") as messages:
         await bus.publish("jobs", 1)
@@ -216,7 +216,7 @@ async def test_a_typed_event_streams_its_messages(bus: EventBus) -> None:
 
 
 async def test_next_returns_the_next_message_and_leaves_nothing_behind(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     async def publish_soon() -> None:
         await asyncio.sleep(0)

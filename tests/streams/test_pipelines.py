@@ -3,7 +3,7 @@
 What flows into a pipeline is the body (or the whole ``Message`` for consumers and for
 listeners annotated ``Message[T]``); what comes out is validated against the handler's
 annotation and handed to it. Time-based operators run on loop timers: most of these tests use
-the virtual clock of ``tests/clock.py``, so they assert the exact (virtual) time at which each
+the virtual clock of ``tinybus.testing``, so they assert the exact (virtual) time at which each
 value was delivered, at no real cost. ``async with EventBus()`` binds the bus to the loop at
 once, so a pipeline registered in the block starts (and its periodic ticks count) from then.
 """
@@ -18,17 +18,16 @@ from typing import Any
 import pytest
 from reactivex import operators as ops
 
-from tests.clock import run_virtual
 from tests.conftest import Gate
 from tinybus import (
     BusClosedError,
     EventBus,
     HandlerExecutionError,
-    HandlerFailure,
     Message,
     MessageRejectedError,
     MessageValidationError,
 )
+from tinybus.testing import FailureLog, run_virtual
 
 
 def now() -> float:
@@ -144,7 +143,7 @@ async def test_annotation_validates_the_pipeline_output_not_its_input(bus: Event
 
 
 async def test_invalid_pipeline_output_is_reported_and_the_listener_stays(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """A value coming out of the pipe that does not fit the annotation is reported as a
     ``MessageValidationError``; the listener stays registered and gets the next valid one."""
@@ -214,7 +213,7 @@ async def test_message_listener_at_a_pattern_filters_on_the_concrete_address(
 
 
 async def test_message_listener_whose_pipe_emits_a_non_message_is_reported(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """A ``Message[T]`` listener is owed a Message: a pipe emitting a bare body is reported."""
     seen: list[Message[int]] = []
@@ -241,7 +240,7 @@ def _positive(n: int) -> int:
 
 
 async def test_pipeline_error_is_reported_once_and_the_pipeline_resubscribes_afresh(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """A ``map`` that raises is reported once, naming the listener; the pipeline is subscribed
     again, so later messages arrive (once each), and ``scan`` starts again from its seed."""
@@ -266,9 +265,7 @@ async def test_pipeline_error_is_reported_once_and_the_pipeline_resubscribes_afr
     assert bus.get_listeners("n") == [running_total]
 
 
-async def test_pipeline_recovers_from_repeated_errors(
-    bus: EventBus, failures: list[HandlerFailure]
-) -> None:
+async def test_pipeline_recovers_from_repeated_errors(bus: EventBus, failures: FailureLog) -> None:
     """Every failure is reported and followed by a fresh subscription, not only the first."""
     got: list[int] = []
     bus.on("n", got.append, pipe=[ops.map(_positive)])
@@ -283,7 +280,7 @@ async def test_pipeline_recovers_from_repeated_errors(
 
 
 async def test_on_error_unregister_ends_the_registration(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """With ``on_error="unregister"`` the failure is reported and the listener is gone."""
     got: list[int] = []
@@ -299,7 +296,7 @@ async def test_on_error_unregister_ends_the_registration(
 
 
 async def test_a_completed_pipeline_ends_its_registration(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """``take(2)`` completes after two values: the registration ends, with no failure."""
     got: list[int] = []
@@ -368,7 +365,7 @@ async def test_consumer_pipe_rejecting_a_request_fails_it_at_once(bus: EventBus)
 
 
 async def test_consumer_pipe_raising_gives_the_requester_handler_execution_error(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """A pipe that raises on a request fails that request with ``HandlerExecutionError``
     (cause: the pipe's exception); the failure is also reported, and the consumer, its
@@ -394,7 +391,7 @@ async def test_consumer_pipe_raising_gives_the_requester_handler_execution_error
 
 
 async def test_consumer_pipe_emitting_a_non_message_fails_the_request_and_is_reported(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     """A consumer's pipe must emit Messages. One emitting the bare body: the requester fails
     at once (with ``MessageRejectedError``, as no Message for its request came out), the
@@ -570,7 +567,7 @@ def test_timeout_fails_the_pipeline_after_a_silence_and_it_resubscribes() -> Non
 
 
 async def test_time_operators_run_on_the_loop_thread_and_start_no_thread(
-    bus: EventBus, monkeypatch: pytest.MonkeyPatch
+    bus: EventBus, monkeypatch: pytest.MonkeyPatch, failures: FailureLog
 ) -> None:
     """Every delivery of ``debounce``, ``sample``, ``buffer_with_time``, ``delay`` and
     ``timeout`` (its failure included) runs on the loop's thread, and no thread is started:
@@ -629,6 +626,8 @@ async def test_time_operators_run_on_the_loop_thread_and_start_no_thread(
     assert started == []
     assert set(threading.enumerate()) - threads_before == set()
     assert threading.active_count() <= len(threads_before)
+    await bus.close()  # (the timeout re-subscribed fails again until then)
+    assert {str(failure.exception) for failure in failures} == {"Timeout"}
 
 
 # -- publish and drain ------------------------------------------------------------------------

@@ -10,7 +10,8 @@ from reactivex import operators as ops
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from tests.conftest import Gate
-from tinybus import EventBus, HandlerFailure, Message
+from tinybus import EventBus, Message
+from tinybus.testing import FailureLog
 
 
 async def test_observe_yields_messages_and_composes_operators(bus: EventBus) -> None:
@@ -46,7 +47,7 @@ async def test_observers_and_listeners_share_one_delivery_path(bus: EventBus) ->
 
 
 async def test_a_raising_observer_does_not_stop_the_others(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     heard: list[Any] = []
 

@@ -12,10 +12,10 @@ from pydantic import BaseModel, Strict, field_validator
 from tinybus import (
     EventBus,
     HandlerExecutionError,
-    HandlerFailure,
     Message,
     MessageValidationError,
 )
+from tinybus.testing import FailureLog
 
 
 class CreateUser(BaseModel):
@@ -106,7 +106,7 @@ async def test_invalid_body_fails_the_request_and_never_reaches_the_handler(
 
 
 async def test_invalid_body_for_a_listener_goes_to_errors_and_others_still_hear(
-    bus: EventBus, failures: list[HandlerFailure]
+    bus: EventBus, failures: FailureLog
 ) -> None:
     heard: list[Any] = []
 
