@@ -36,7 +36,18 @@ type Setup = Callable[[], Awaitable[Op]]
 # -- the scenarios, each a setup returning one operation ------------------------------------
 
 
-async def _tinybus_request(awaits: bool, inline: bool) -> Op:
+def _traced() -> Any:
+    """An OpenTelemetry instrumentation recording into the SDK's providers, which keep what
+    they record nowhere: the cost of spans, headers and histograms, not of exporting them."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from tinybus.otel import OpenTelemetry
+
+    return OpenTelemetry(tracer_provider=TracerProvider(), meter_provider=MeterProvider())
+
+
+async def _tinybus_request(awaits: bool, inline: bool, traced: bool = False) -> Op:
     from tinybus import EventBus, Message
 
     async def returns(message: Message[int]) -> int:
@@ -46,16 +57,18 @@ async def _tinybus_request(awaits: bool, inline: bool) -> Op:
         await asyncio.sleep(0)
         return message.body
 
-    bus = EventBus()
+    bus = EventBus(instrumentation=_traced() if traced else None)
     options: dict[str, Any] = {"inline": True} if inline else {}
     bus.consumer("bench.request", sleeps if awaits else returns, **options)
     return lambda n: bus.request("bench.request", n)
 
 
-async def _tinybus_publish(listeners: int, inline: bool, observed: bool = False) -> Op:
+async def _tinybus_publish(
+    listeners: int, inline: bool, observed: bool = False, traced: bool = False
+) -> Op:
     from tinybus import EventBus
 
-    bus = EventBus()
+    bus = EventBus(instrumentation=_traced() if traced else None)
     hits = [0]
     for index in range(listeners):
 
@@ -147,9 +160,11 @@ SCENARIOS: dict[str, tuple[Setup, str]] = {
     "tinybus request awaits": (lambda: _tinybus_request(True, False), "local"),
     "tinybus request returns inline": (lambda: _tinybus_request(False, True), "local"),
     "tinybus request awaits inline": (lambda: _tinybus_request(True, True), "local"),
+    "tinybus request returns traced": (lambda: _tinybus_request(False, False, True), "local"),
     "tinybus publish 1": (lambda: _tinybus_publish(1, False), "local"),
     "tinybus publish 1 inline": (lambda: _tinybus_publish(1, True), "local"),
     "tinybus publish 1 observed": (lambda: _tinybus_publish(1, False, True), "local"),
+    "tinybus publish 1 traced": (lambda: _tinybus_publish(1, False, traced=True), "local"),
     "tinybus publish 100": (lambda: _tinybus_publish(100, False), "local"),
     "tinybus publish 100 inline": (lambda: _tinybus_publish(100, True), "local"),
     "blinker request returns": (lambda: _blinker_request(False), "local"),

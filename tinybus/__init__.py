@@ -23,6 +23,7 @@ from .errors import (
 )
 from .gather import Failed, Gathered, Outcome, Replied
 from .headers import Headers
+from .instrumentation import Instrumentation
 from .iteration import MessageStream
 from .message import Envelope, Message
 from .options import DeliveryOptions, RegistrationOptions
@@ -53,6 +54,7 @@ __all__ = [
     "HandlerStats",
     "HandlerTimeoutError",
     "Headers",
+    "Instrumentation",
     "Message",
     "MessageCodec",
     "MessageDroppedError",

@@ -23,6 +23,7 @@ from ._transport import Transport
 from .codecs import CodecRegistry
 from .errors import HandlerNotFoundError
 from .headers import Headers, HeadersInput
+from .instrumentation import Instrumentation
 from .message import EMPTY_HEADERS, Kind, Message, freeze_headers, make_message, own_copy
 from .options import DeliveryOptions, not_delivery_options
 from .stats import Counters
@@ -46,6 +47,8 @@ class Dispatch:
         self.codecs = codecs
         self.counts = counts
         self.transport = transport
+        # Told of every message made here and of its sender's end (tinybus.instrumentation).
+        self.instrumentation: Instrumentation | None = None
         # A collection its caller did not need, kept for the next (most find nothing to await).
         self._spare: Collected | None = None
 
@@ -73,6 +76,8 @@ class Dispatch:
             message.copies = options.copy is True
         if self.taps.active:
             message = self.taps.outbound(kind, message)
+        if self.instrumentation is not None:
+            message = self.instrumentation.outgoing(message)
         return message
 
     # -- pushing -------------------------------------------------------------------------
@@ -88,9 +93,16 @@ class Dispatch:
         """Publish to every handler of ``address`` and of the patterns it matches, here and,
         through the transport, in other processes; what the caller must await, if anything."""
         message = self.make("publish", address, body, headers, options)
-        if self.transport is not None:  # first: a message it cannot carry goes nowhere
-            self.transport.publish(message)
-        return self._push(message, can_wait)
+        try:
+            if self.transport is not None:  # first: a message it cannot carry goes nowhere
+                self.transport.publish(message)
+            collected = self._push(message, can_wait)
+        except BaseException as error:
+            self.done(message, error)
+            raise
+        if self.instrumentation is not None:
+            self.instrumentation.done(message, None)
+        return collected
 
     def send(
         self,
@@ -103,11 +115,24 @@ class Dispatch:
         """Send to one consumer of ``address`` (through the transport when it has none
         here); ``HandlerNotFoundError`` when there is none anywhere."""
         message = self.make("send", address, body, headers, options)
-        if self.routes.consumers_of(address) is None:
-            if self.transport is None or not self.transport.send(message):
+        try:
+            if self.routes.consumers_of(address) is not None:
+                collected = self._push(message, can_wait)
+            elif self.transport is None or not self.transport.send(message):
                 raise HandlerNotFoundError(address)
-            return None
-        return self._push(message, can_wait)
+            else:
+                collected = None
+        except BaseException as error:
+            self.done(message, error)
+            raise
+        if self.instrumentation is not None:
+            self.instrumentation.done(message, None)
+        return collected
+
+    def done(self, message: Message[Any], error: BaseException | None) -> None:
+        """The sender is done with ``message`` (``error``: what it got instead)."""
+        if self.instrumentation is not None:
+            self.instrumentation.done(message, error)
 
     def request(
         self, subject: AddressSubject, message: Message[Any], consumer: Endpoint | None = None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from reactivex import abc
 
-from ._failures import Failures
+from ._failures import Failures, call_ended
 from ._tasks import Tasks
 from ._validation import HandlerTypes
 from .errors import (
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ._flow import Mailbox, Overflow
     from ._pipeline import Pipeline
     from ._routes import AddressSubject
+    from .instrumentation import Instrumentation
     from .registration import Registration
 
 logger = logging.getLogger("tinybus")
@@ -75,6 +76,7 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         "failures",
         "handler",
         "inline",
+        "instrumentation",
         "items_are_messages",
         "local",
         "mailbox",
@@ -133,6 +135,7 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         self.direct = not inline  # from the Subject straight to a task (``update``)
         self.delivered = self.replied = self.failed = 0
         self.registration: Registration | None = None  # its public handle
+        self.instrumentation: Instrumentation | None = None  # what traces its handler's runs
         self.subject: AddressSubject | None = None  # set while attached to its address
         # Consumers of one address form a ring, the order requests and sends take turns in.
         self.ring_next: Endpoint = self
@@ -263,8 +266,12 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         except MessageValidationError as exc:
             self.settle_failure(message, exc, False)
             return None
+        instrumentation = self.instrumentation
         try:
-            result = self.handler(argument)
+            if instrumentation is None:
+                result = self.handler(argument)
+            else:  # the same call, through the bus's instrumentation (which traces it)
+                result = instrumentation.handle(self.address, self.handler, message, argument)
         except FATAL:
             raise
         except BaseException as exc:  # the handler's, even a CancelledError: it runs here
@@ -411,10 +418,3 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         if ends and registration is not None:
             for callback in ends.values():
                 call_ended(callback, registration)
-
-
-def call_ended(callback: Callable[[Registration], object], registration: Registration) -> None:
-    try:
-        callback(registration)
-    except Exception:
-        logger.exception("an on_unregistered callback of %r raised", registration)

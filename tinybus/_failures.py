@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from reactivex import abc
 
@@ -12,6 +13,9 @@ from ._subject import LoopSubject
 from .errors import HandlerFailure, MessageDroppedError, handler_name
 from .message import Message
 from .stats import Counters
+
+if TYPE_CHECKING:
+    from .registration import Registration
 
 logger = logging.getLogger("tinybus")
 
@@ -59,3 +63,11 @@ class Failures:
 
     def _on_subscriber_error(self, exc: Exception, observer: object, value: object) -> None:
         logger.error("a subscriber of bus.errors raised; it stays subscribed", exc_info=exc)
+
+
+def call_ended(callback: Callable[[Registration], object], registration: Registration) -> None:
+    """An ``on_unregistered`` callback, whose failure is logged (nobody awaits it)."""
+    try:
+        callback(registration)
+    except Exception:
+        logger.exception("an on_unregistered callback of %r raised", registration)

@@ -17,6 +17,7 @@ from ._tasks import Tasks
 from ._transport import Transport
 from ._validation import read_handler_types
 from .errors import BusClosedError
+from .instrumentation import Instrumentation
 from .options import RegistrationOptions, check_registration_options
 from .registration import Registration
 
@@ -41,6 +42,7 @@ class Registry:
         self.scheduler = scheduler
         self.validate = validate  # the bus's default
         self.transport = transport
+        self.instrumentation: Instrumentation | None = None  # given to every endpoint
         self.pipelines: set[Pipeline] = set()
 
     def register(
@@ -74,6 +76,7 @@ class Registry:
             max_buffered=options.max_buffered,
             overflow=options.overflow,
         )
+        endpoint.instrumentation = self.instrumentation
         registration = endpoint.registration = Registration(endpoint, self)
         pipeline = None
         if options.pipe:

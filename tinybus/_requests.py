@@ -98,8 +98,9 @@ class Requests:
                     reply = await replies.wait(exchange)
                 if reply.error is not None:
                     raise reply.error
-            except HandlerTimeoutError:
-                if retries == 0:
+            except BaseException as error:
+                self.dispatch.done(message, error)
+                if retries == 0 or not isinstance(error, HandlerTimeoutError):
                     raise
                 retries -= 1
                 logger.debug("request to %r timed out; retrying (%d left)", address, retries)
@@ -107,6 +108,8 @@ class Requests:
             finally:
                 if not exchange.abandoned:
                     replies.close(exchange)
+            if self.dispatch.instrumentation is not None:
+                self.dispatch.instrumentation.done(message, None)
             answer = reply.body
             if response_type is not None:
                 answer = validator_for(response_type).check(answer, address, "the reply from")

@@ -34,6 +34,7 @@ from ._watching import Watching
 from .codecs import CodecRegistry, CodecSelector, MessageCodec
 from .errors import HandlerFailure
 from .headers import HeadersInput
+from .instrumentation import Instrumentation
 from .options import DeliveryOptions, check_delivery_options, check_timeout
 from .producers import Publisher, Sender
 from .stats import BusStats, Counters
@@ -54,6 +55,8 @@ class EventBus(Registering, Watching, Sending):
     them; ``validate=False`` turns off the validation of bodies and replies against handlers'
     annotations (registrations may turn it back on with ``validate=True``). ``transport``
     connects the bus to the buses of other processes (entered with ``async with``).
+    ``instrumentation`` traces and measures it (``tinybus.otel.OpenTelemetry()``, the
+    ``tinybus[otel]`` extra); without one, nothing is traced and nothing is paid for it.
     """
 
     _started = False  # its transport connected (start())
@@ -65,6 +68,7 @@ class EventBus(Registering, Watching, Sending):
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         validate: bool = True,
         transport: Transport | None = None,
+        instrumentation: Instrumentation | None = None,
     ) -> None:
         self._default_timeout = check_timeout(default_timeout, "default_timeout")
         self._close_timeout = _check_grace(close_timeout)
@@ -86,6 +90,10 @@ class EventBus(Registering, Watching, Sending):
         self._requests = requests = Requests(
             loop, routes, dispatch, replies, self._default_timeout, transport, answers
         )
+        if instrumentation is not None:
+            # One hook, read where it applies (``is None`` when off): see tinybus.instrumentation.
+            dispatch.instrumentation = self._registry.instrumentation = instrumentation
+            instrumentation.bind(self.stats)
         self._shutdown = Shutdown(
             loop, tasks, replies, self._registry, routes, scheduler, taps, failures, transport
         )

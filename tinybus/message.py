@@ -154,6 +154,7 @@ class Message[T](Carrier):
         own; what an interceptor returns to stamp a header."""
         copy = copy_with_body(self, self.body)
         copy.headers = self.headers.merged(freeze_headers(headers))
+        copy.copies = self.copies  # the same body: its handlers still get copies if asked
         return copy
 
     def _repr_html_(self) -> str:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._endpoint import call_ended
+from ._failures import call_ended
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint

@@ -16,6 +16,7 @@ import tinybus._patterns
 from tests.conftest import Gate
 from tinybus import (
     BusClosedError,
+    DeliveryOptions,
     EventBus,
     EventBusError,
     HandlerExecutionError,
@@ -1063,3 +1064,20 @@ async def test_a_late_failure_after_close_is_reported_whether_or_not_observe_all
     with caplog.at_level(logging.ERROR, logger="tinybus"):
         consumer_side.fail(7, "too late")
     assert any("raised ReplyFailedError" in record.getMessage() for record in caplog.records)
+
+
+async def test_a_header_stamped_by_an_interceptor_keeps_the_copies_asked_for(
+    bus: EventBus,
+) -> None:
+    bus.add_interceptor(lambda envelope: envelope.message.with_headers({"stamp": "1"}))
+    seen: list[Message[Any]] = []
+
+    def keep(message: Message[Any]) -> None:
+        seen.append(message)
+
+    body = {"items": [1]}
+    bus.on("copied", keep)
+    await bus.publish("copied", body, options=DeliveryOptions(copy=True))
+    assert seen[0].headers["stamp"] == "1"
+    assert seen[0].body == body
+    assert seen[0].body is not body
