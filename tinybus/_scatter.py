@@ -106,8 +106,8 @@ class Scatter:
     ) -> Gathered[Any]:
         if self.binding.closed:
             raise BusClosedError(address=address)
-        message = self.dispatch.make("request", address, body, headers, options)
         subject = self.routes.consumers_of(address)  # (refuses a pattern)
+        message = self.dispatch.make("request", address, body, headers, options)
         replies = self.replies
         reply_address: str = message.reply_address  # type: ignore[assignment]
         gathering = Gathering(reply_address, address, replies.clock() + timeout)
@@ -128,10 +128,14 @@ class Scatter:
                         await gathering.whole
                 except TimeoutError:
                     pass  # (the deadline: what came is the result)
+        except BaseException as error:
+            self.dispatch.done(message, error)
+            raise
         finally:
             del replies.gatherings[reply_address]
             for exchange in answering:
                 exchange.abandoned = True  # nobody waits any more: late from now on
+        self.dispatch.done(message, gathering.closed)
         if gathering.closed is not None:
             raise gathering.closed
         outcomes = [_outcome(reply, address, response_type) for reply in gathering.outcomes]

@@ -297,3 +297,23 @@ async def test_without_providers_the_global_ones_are_used(telemetry: Telemetry) 
         await bus.publish("a", 1)
     assert seen == [1]  # delivered; nothing recorded by the test's providers
     assert telemetry.spans() == []
+
+
+async def test_a_scatter_gather_is_one_request_span_with_a_child_per_consumer(
+    traced: EventBus, telemetry: Telemetry
+) -> None:
+    def broken(body: int) -> int:
+        raise ValueError(body)
+
+    traced.consumer("quotes", lambda message: message.body + 1)
+    traced.consumer("quotes", lambda message: message.body + 2)
+    traced.consumer("quotes", broken)
+    gathered = await traced.request_all("quotes", 1, timeout=5)
+    assert (sorted(gathered.replies), len(gathered.failures)) == ([2, 3], 1)
+    request = telemetry.span("request quotes")
+    processes = [span for span in telemetry.spans() if span.name == "process quotes"]
+    assert len(processes) == 3
+    assert {_parent_of(span) for span in processes} == {_ctx(request).span_id}
+    # One consumer's failure is its own span's, not the gathering's.
+    assert request.status.status_code is StatusCode.UNSET
+    assert sorted(span.status.status_code.name for span in processes) == ["ERROR", "UNSET", "UNSET"]
