@@ -72,8 +72,7 @@ class EventBus(Registering, Watching, Sending):
     ) -> None:
         self._default_timeout = check_timeout(default_timeout, "default_timeout")
         self._close_timeout = _check_grace(close_timeout)
-        if type(validate) is not bool:
-            raise TypeError(f"validate must be True or False, got {validate!r}")
+        validate = _check_validate(validate)
         self._transport = transport
         self._loop = loop = LoopBinding(self._on_bind, self._loop_ending)
         self._counts = counts = Counters()
@@ -90,15 +89,18 @@ class EventBus(Registering, Watching, Sending):
         self._requests = requests = Requests(
             loop, routes, dispatch, replies, self._default_timeout, transport, answers
         )
-        if instrumentation is not None:
-            # One hook, read where it applies (``is None`` when off): see tinybus.instrumentation.
-            dispatch.instrumentation = self._registry.instrumentation = instrumentation
-            instrumentation.bind(self.stats)
+        self._instrument(instrumentation)
         self._shutdown = Shutdown(
             loop, tasks, replies, self._registry, routes, scheduler, taps, failures, transport
         )
         scatter = self._scatter = Scatter(loop, routes, dispatch, replies, requests, transport)
         self._remote = Remote(loop, routes, dispatch, replies, requests, scatter, failures)
+
+    def _instrument(self, instrumentation: Instrumentation | None) -> None:
+        """One hook, read where it applies (``is None`` when off): see tinybus.instrumentation."""
+        if instrumentation is not None:
+            self._dispatch.instrumentation = self._registry.instrumentation = instrumentation
+            instrumentation.bind(self.stats)
 
     def _on_bind(self, loop: asyncio.AbstractEventLoop, previous: object) -> None:
         if previous is not None:
@@ -255,6 +257,12 @@ class EventBus(Registering, Watching, Sending):
 
         state = "closed" if self._loop.closed else "open"
         return bus_html(state, self.stats(), list(self._failures.recent))
+
+
+def _check_validate(validate: object) -> bool:
+    if type(validate) is not bool:
+        raise TypeError(f"validate must be True or False, got {validate!r}")
+    return validate
 
 
 def _check_grace(timeout: object) -> float:
