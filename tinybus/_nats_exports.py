@@ -5,7 +5,7 @@ it (counted in ``_Interest.wanted``)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from nats.aio.msg import Msg
@@ -47,16 +47,56 @@ type OnEvent = Callable[[Msg, str], None]
 type OnConsumed = Callable[[Msg, bool], None]  # (its message, whether for every consumer)
 
 
-class Exports:
-    """What this bus offers other processes, and the subscriptions that make it so."""
+def covers(allowed: str, address: str) -> bool:
+    """Whether the pattern ``allowed`` covers ``address``: every address it may stand for, if
+    it is a pattern itself (``orders.>`` covers ``orders.*``, ``orders.*`` does not cover
+    ``orders.>``)."""
+    wanted = address.split(".")
+    segments = allowed.split(".")
+    for index, segment in enumerate(segments):
+        if segment == ">":
+            return len(wanted) > index
+        if index >= len(wanted):
+            return False
+        if segment == "*":
+            if wanted[index] == ">":
+                return False
+        elif segment != wanted[index]:
+            return False
+    return len(segments) == len(wanted)
 
-    def __init__(self, prefix: str, post: Callable[[Interest], None]) -> None:
+
+def check_patterns(patterns: Sequence[str] | None, name: str) -> tuple[str, ...] | None:
+    if patterns is None:
+        return None
+    if isinstance(patterns, str) or not all(isinstance(p, str) and p for p in patterns):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise TypeError(f"{name} must be a list of address patterns, got {patterns!r}")
+    for pattern in patterns:
+        is_pattern(pattern)  # ('>' only last: ValueError)
+    return tuple(patterns)
+
+
+class Exports:
+    """What this bus offers other processes, and the subscriptions that make it so. With
+    ``allowed`` (the transport's ``exports``), only the registrations whose address or
+    pattern one of them covers; the others stay in this process, as ``local=True`` ones do."""
+
+    def __init__(
+        self, prefix: str, post: Callable[[Interest], None], allowed: tuple[str, ...] | None
+    ) -> None:
         self.prefix = prefix
         self.post = post  # hands an interest to the writer, which reconciles it in order
+        self.allowed = allowed
         self.interests: dict[tuple[str, str], Interest] = {}
+
+    def offered(self, address: str) -> bool:
+        allowed = self.allowed
+        return allowed is None or any(covers(pattern, address) for pattern in allowed)
 
     def export(self, endpoint: Endpoint) -> None:
         address = endpoint.address
+        if not self.offered(address):
+            return
         pattern = is_pattern(address)
         try:
             keys = [(EVENTS, subject_of(self.prefix, EVENTS, address, pattern))]
@@ -74,6 +114,8 @@ class Exports:
                 self.post(interest)
 
     def unexport(self, endpoint: Endpoint) -> None:
+        if not self.offered(endpoint.address):
+            return
         for interest in self._of(endpoint):
             interest.wanted -= 1
             if interest.wanted == 0:

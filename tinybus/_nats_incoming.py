@@ -12,9 +12,10 @@ from nats.aio.msg import Msg
 
 from . import _nats_wire as wire
 from ._exchange import Reply
+from ._nats_exports import covers
 from ._nats_pending import Pending
 from ._nats_subjects import ALL_CONSUMERS, CONSUMERS, EVENTS, address_of
-from .errors import EventBusError, MessageEncodingError
+from .errors import EventBusError, HandlerNotFoundError, MessageEncodingError
 from .message import REPLY_PREFIX, Message, new_message_id
 
 if TYPE_CHECKING:
@@ -35,6 +36,16 @@ class Incoming:
         self.pending = pending
         self.post = post
         self.closed = False
+        self.imports: tuple[str, ...] | None = None  # the addresses accepted (None: all)
+
+    def _imported(self, address: str) -> None:
+        imports = self.imports
+        if imports is not None and not any(covers(pattern, address) for pattern in imports):
+            raise HandlerNotFoundError(
+                address,
+                f"a message to {address!r} from another process was refused: none of this "
+                f"bus's imports {list(imports)} covers it",
+            )
 
     def _address(self, msg: Msg, space: str) -> str:
         try:
@@ -54,10 +65,15 @@ class Incoming:
         if self.closed:
             return
         try:
-            message = self._message(msg, self._address(msg, EVENTS))
+            address = self._address(msg, EVENTS)
+            self._imported(address)
+            message = self._message(msg, address)
             kind = (msg.headers or {}).get(wire.KIND)
             if kind != "publish":
                 raise wire.WireError(f"its {wire.KIND} is {kind!r}, not 'publish'")
+        except HandlerNotFoundError as exc:  # (outside the imports)
+            self.host.report(route, exc, None)
+            return
         except wire.WireError as exc:
             self.host.report(route, _refused(msg.subject, exc), None)
             return
@@ -70,7 +86,8 @@ class Incoming:
             return
         headers = msg.headers or {}
         kind = headers.get(wire.KIND)
-        answer = self.answerer(msg.reply) if kind == "request" and msg.reply else None
+        # (a send carries a reply subject too, for the server's "no responders" only)
+        answer = self.answerer(msg.reply) if kind != "send" and msg.reply else None
         address = msg.subject
         try:
             address = self._address(msg, ALL_CONSUMERS if every else CONSUMERS)
@@ -79,7 +96,13 @@ class Incoming:
             if every and answer is None:
                 raise wire.WireError(f"its {wire.KIND} is {kind!r}, not 'request'")
             timeout = _timeout(headers.get(wire.TIMEOUT)) if answer is not None else None
+            self._imported(address)
             message = self._message(msg, address)
+        except HandlerNotFoundError as exc:  # (outside the imports)
+            if answer is not None:
+                answer(Reply("", None, exc, None))
+            self.host.report(address, exc, None)
+            return
         except wire.WireError as exc:
             refused = _refused(msg.subject, exc)
             if answer is not None:

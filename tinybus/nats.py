@@ -21,11 +21,11 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from . import _nats_wire as wire
 from ._exchange import Reply
-from ._nats_exports import Exports, Interest, Subscriber
+from ._nats_exports import Exports, Interest, Subscriber, check_patterns
 from ._nats_incoming import Incoming
 from ._nats_pending import Outgoing, Pending
 from ._nats_subjects import ALL_CONSUMERS, CONSUMERS, EVENTS, check_prefix, subject_of
-from .errors import BusClosedError, MessageEncodingError
+from .errors import BusClosedError, EventBusError, MessageEncodingError
 from .message import REPLY_PREFIX, Message
 
 if TYPE_CHECKING:
@@ -51,8 +51,15 @@ class NatsTransport:
     prefixes on one server do not see each other). ``no_responders_grace`` (seconds) is how
     long a request or send is sent again when the server answers that no consumer
     subscribes, within the request's own deadline: a consumer that just subscribed on
-    another server of a cluster, or just after a reconnection, is not seen at once. Any
-    other keyword (``user``, ``password``, ``token``, ``user_credentials``, ``nkeys_seed``,
+    another server of a cluster, or just after a reconnection, is not seen at once.
+
+    ``exports`` and ``imports`` are allow-lists of address patterns (``None``: all). Only the
+    registrations whose address or pattern an export covers are offered to other processes
+    (the rest stay local); only messages to an address an import covers are accepted from
+    them (a refused request is answered with ``HandlerNotFoundError``, a refused publish or
+    send reported on ``bus.errors``).
+
+    Any other keyword (``user``, ``password``, ``token``, ``user_credentials``, ``nkeys_seed``,
     ``tls``, ``tls_hostname``, ``name``, ``max_reconnect_attempts``, ...) goes to
     ``nats.connect`` as it is.
     """
@@ -63,6 +70,8 @@ class NatsTransport:
         *,
         prefix: str = "tinybus",
         no_responders_grace: float = 0.025,
+        exports: Sequence[str] | None = None,
+        imports: Sequence[str] | None = None,
         **options: Any,
     ) -> None:
         own = _OWN_OPTIONS.intersection(options)
@@ -75,7 +84,8 @@ class NatsTransport:
         self.servers = [servers] if isinstance(servers, str) else list(servers)
         self.prefix = check_prefix(prefix)
         self.options: dict[str, Any] = {"max_reconnect_attempts": -1, **options}  # (restarts)
-        self._exports = Exports(self.prefix, self._post)
+        self.imports = check_patterns(imports, "imports")
+        self._exports = Exports(self.prefix, self._post, check_patterns(exports, "exports"))
         self._pending = Pending(float(no_responders_grace), self._resend, self._now)
         self._nc: Client | None = None
         self._incoming: Incoming | None = None
@@ -91,17 +101,22 @@ class NatsTransport:
         if self._closed:
             raise BusClosedError("this NatsTransport was closed; make a new one")
         nc = Client()
-        await nc.connect(
-            self.servers,
-            no_echo=True,
-            error_cb=self._on_error,
-            disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected,
-            **self.options,
-        )
+        try:
+            await nc.connect(
+                self.servers,
+                no_echo=True,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                **self.options,
+            )
+        except BaseException:
+            await nc.close()  # (nats-py leaves the refused connection's socket open)
+            raise
         self._nc = nc
         inbox = nc.new_inbox()
         incoming = self._incoming = Incoming(host, self.prefix, inbox, self._pending, self._post)
+        incoming.imports = self.imports
 
         async def answered(msg: Any) -> None:
             incoming.answer(msg)
@@ -157,6 +172,11 @@ class NatsTransport:
     async def wait_exported(self, endpoint: Endpoint) -> None:
         """Once subscribed, a round trip to the server (a flush): it has the subscriptions
         then. Waits across a reconnection; bound it with ``asyncio.timeout``."""
+        if not self._exports.offered(endpoint.address):
+            raise EventBusError(
+                f"{endpoint.address!r} is not offered to other processes: none of this "
+                f"NatsTransport's exports {list(self._exports.allowed or ())} covers it"
+            )
         await self._exports.subscribed(endpoint)
         nc = self._nc
         while nc is not None and not self._closed:
