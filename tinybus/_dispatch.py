@@ -51,6 +51,9 @@ class Dispatch:
         self.instrumentation: Instrumentation | None = None
         # A collection its caller did not need, kept for the next (most find nothing to await).
         self._spare: Collected | None = None
+        # How many registrations the last published message reached here (read by the
+        # publisher right after the push, before it awaits anything).
+        self.reached = 0
 
     def make(
         self,
@@ -212,12 +215,16 @@ class Dispatch:
         else:
             matched = ()
         self.counts.published += 1
+        reached = 0
         if subject is not None:
             subject.published += 1
+            reached = subject.consumers + subject.listeners
             subject.on_next(message)
         for pattern in matched:
             pattern.published += 1
+            reached += pattern.listeners
             pattern.on_next(message)
+        self.reached = reached
 
     # -- what the caller awaits ------------------------------------------------------------
 

@@ -201,7 +201,7 @@ class Sending:
         *,
         headers: HeadersInput | None = None,
         options: DeliveryOptions | None = None,
-    ) -> None: ...
+    ) -> int: ...
     @overload
     async def publish(
         self,
@@ -210,7 +210,7 @@ class Sending:
         *,
         headers: HeadersInput | None = None,
         options: DeliveryOptions | None = None,
-    ) -> None: ...
+    ) -> int: ...
     async def publish(
         self,
         address: AnyAddress,
@@ -218,16 +218,22 @@ class Sending:
         *,
         headers: HeadersInput | None = None,
         options: DeliveryOptions | None = None,
-    ) -> None:
+    ) -> int:
         """Deliver ``body`` to every listener and consumer of ``address``.
 
-        Returns once every handler the message reached has finished with it. Handler failures
-        never reach the publisher: they go to the log and ``bus.errors``.
+        Returns, once every handler the message reached has finished with it, the number of
+        registrations it reached in this process (those of ``address`` and of the patterns
+        it matches; ``observe()`` subscribers are not registrations): ``0`` tells that nobody
+        here heard it. Handler failures never reach the publisher: they go to the log and
+        ``bus.errors``.
         """
         routed = self._routed(address)
-        collected = self._dispatch.publish(routed, body, headers, options, True)
+        dispatch = self._dispatch
+        collected = dispatch.publish(routed, body, headers, options, True)
+        reached = dispatch.reached
         if collected is not None:
-            await self._dispatch.finish(collected)
+            await dispatch.finish(collected)
+        return reached
 
     def publish_nowait(
         self,
@@ -236,8 +242,9 @@ class Sending:
         *,
         headers: HeadersInput | None = None,
         options: DeliveryOptions | None = None,
-    ) -> None:
-        """``publish`` for synchronous code on the bus's loop: deliver now, wait for nothing.
+    ) -> int:
+        """``publish`` for synchronous code on the bus's loop: deliver now, wait for nothing;
+        the number of registrations the message reached, as ``publish`` returns.
 
         Handlers that do not finish at once keep running as tasks the bus owns (``drain()``
         and ``close()`` wait for them). Under ``overflow="block"`` a full buffer keeps the
@@ -245,7 +252,9 @@ class Sending:
         ``BufferFullError``.
         """
         routed = self._routed(address)
-        raise_refusal(self._dispatch.publish(routed, body, headers, options, False))
+        dispatch = self._dispatch
+        raise_refusal(dispatch.publish(routed, body, headers, options, False))
+        return dispatch.reached
 
     def publish_threadsafe(
         self,

@@ -30,7 +30,7 @@ def checked_from_thread(
     return routed, None if headers is None else freeze_headers(headers)
 
 
-def call_threadsafe(binding: LoopBinding, call: Callable[[], None]) -> None:
+def call_threadsafe(binding: LoopBinding, call: Callable[[], object]) -> None:
     """Run ``call`` on the bus's loop, as soon as the loop gets to it; what it raises there is
     logged on ``tinybus``. Refused (``BusClosedError``) once the bus is closed or its loop
     has begun to end with the bus open: a call accepted here always runs."""

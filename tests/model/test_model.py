@@ -407,6 +407,7 @@ class MOp:
     waits: set[object] = field(default_factory=set[object])
     collecting: bool = False
     refused: bool = False
+    reached: int | None = None  # publish: the registrations it reached, which it returns
     # ... and before those, its inline handlers, awaited one after another: those still to
     # call, and the one it awaits now.
     msg: MMsg | None = None
@@ -656,7 +657,7 @@ class Model:
         if op.refused:
             self._finish(op, "error", BufferFullError, None)
         else:
-            self._finish(op, "value", None)
+            self._finish(op, "value", op.reached)
 
     # -- registering ----------------------------------------------------------------------
 
@@ -705,6 +706,7 @@ class Model:
         self.counts.published += 1
         op.msg = msg
         op.collecting = True
+        op.reached = sum(reg.registered for reg in self.targets(address))
         for reg in self.targets(address):
             if reg.registered:  # (a pipe failing with on_error="unregister" ends its own only)
                 self._enter_event(reg, msg, op)

@@ -1357,3 +1357,57 @@ async def test_message_kind_says_whether_it_was_published_sent_or_requested(
     reply = await bus.request("svc", 4, full=True)
     assert kinds == ["publish", "send", "request", "request"]
     assert reply.kind == "reply"
+
+
+# -- second pass: nobody listening is visible, producers close ----------------------------------
+
+
+async def test_publish_returns_how_many_registrations_it_reached(bus: EventBus) -> None:
+    """Vert.x's publish gives no sign that nobody listened; TinyBus's returns the number of
+    registrations the message reached: the address's listeners and consumers and the
+    listeners of the patterns it matches, ``observe()`` subscribers not counted."""
+    heard: list[str] = []
+    assert await bus.publish("orders.created", 1) == 0  # nobody here
+    assert bus.publish_nowait("orders.created", 1) == 0
+    bus.on("orders.created", lambda body: heard.append("listener"))
+    bus.consumer("orders.created", lambda message: heard.append("consumer"))
+    bus.on("orders.*", lambda body: heard.append("pattern"))
+    bus.observe("orders.created").subscribe(lambda message: heard.append("observer"))
+    paused = bus.on("orders.created", lambda body: heard.append("paused"))
+    paused.pause()  # reached: it waits in the registration's buffer
+    assert await bus.publish("orders.created", 2) == 4
+    assert bus.publish_nowait("orders.created", 3) == 4
+    assert await bus.publish("orders.shipped", 4) == 1  # the pattern only
+    paused.resume()
+    await bus.drain(timeout=PROMPTLY)
+    expected = {"listener": 2, "consumer": 2, "paused": 2, "pattern": 3, "observer": 2}
+    assert Counter(heard) == expected
+    assert await bus.publisher("orders.cancelled").publish(5) == 1
+    with pytest.raises(HandlerNotFoundError):  # send to nobody still raises
+        await bus.send("orders.cancelled", 6)
+
+
+async def test_a_closed_producer_refuses_every_later_call(bus: EventBus) -> None:
+    """Vert.x's ``MessageProducer.close()``: a closed producer sends nothing more, and says
+    so; its ``options`` may be replaced while it is open."""
+    seen: list[tuple[object, dict[str, str]]] = []
+    bus.consumer("svc", lambda message: seen.append((message.body, dict(message.headers))))
+    sender = bus.sender("svc", headers={"v": "1"})
+    publisher = bus.publisher("svc")
+    await sender.send("a")
+    sender.options = DeliveryOptions(headers={"v": "2"})
+    await sender.send("b")
+    with pytest.raises(TypeError, match="options must be a DeliveryOptions"):
+        sender.options = {"headers": {}}  # type: ignore[assignment]
+    sender.close()
+    sender.close()  # closing twice does nothing
+    publisher.close()
+    assert sender.is_closed
+    assert "closed" in repr(publisher)
+    with pytest.raises(EventBusError, match="this sender to 'svc' is closed"):
+        await sender.send("c")
+    with pytest.raises(EventBusError, match=r"bus.sender\('svc'\)"):
+        await sender.request("d")
+    with pytest.raises(EventBusError, match="this publisher to 'svc' is closed"):
+        await publisher.publish("e")
+    assert seen == [("a", {"v": "1"}), ("b", {"v": "2"})]
