@@ -18,9 +18,10 @@ are not delivered.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._answers import Answers
 from ._dispatch import Dispatch
 from ._exchange import Conversations, Exchange, Reply
 from ._loop import LoopBinding
@@ -76,6 +77,32 @@ class Gathering:
             whole.set_result(None)
 
 
+class NoConversation:
+    """What a consumer's ``message.reply_and_request`` meets in a scatter-gather request: a
+    gather takes answers, it does not answer them. The requester gets the failure as that
+    consumer's outcome, and the consumer gets it raised, at once rather than at its timeout.
+    Other answers take the bus's way out (``answers``)."""
+
+    def __init__(self, conversations: Conversations) -> None:
+        self.answers: Answers = conversations.answers
+
+    async def converse(
+        self,
+        answering: Exchange,
+        body: object,
+        headers: Mapping[str, str] | None,
+        options: DeliveryOptions | None,
+        timeout: float | None,
+    ) -> Message[Any]:
+        error = EventBusError(
+            f"a scatter-gather request to {answering.address!r} cannot be answered with "
+            "reply_and_request (request_all takes answers, it does not answer them): reply "
+            "with a value"
+        )
+        answering.sink(Reply(answering.reply_address, None, error, answering.source))
+        raise error
+
+
 class Scatter:
     """The bus's scatter-gather requests, and the other processes' ones it answers."""
 
@@ -92,8 +119,8 @@ class Scatter:
         self.routes = routes
         self.dispatch = dispatch
         self.replies = replies
-        self.conversations = conversations
         self.transport = transport
+        self.no_conversation = NoConversation(conversations)
 
     async def request_all(
         self,
@@ -160,7 +187,7 @@ class Scatter:
                 continue
             copy = make_message(message.body, address, message.headers, "request", reply_address)
             copy.copies = message.copies
-            exchange = Exchange(reply_address or "", address, sink, self.conversations)
+            exchange = Exchange(reply_address or "", address, sink, self.no_conversation)
             exchange.takes_turns = False  # an inline consumer runs in a task: all at once
             copy.responder = exchange
             if self.dispatch.request(subject, copy, consumer):

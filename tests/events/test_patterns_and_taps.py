@@ -25,7 +25,7 @@ from tinybus import (
 )
 from tinybus._patterns import PatternIndex, is_pattern
 from tinybus.message import Envelope
-from tinybus.testing import FailureLog
+from tinybus.testing import FailureLog, Recorder
 
 
 def listen_for_addresses(bus: EventBus, pattern: str) -> list[str]:
@@ -974,12 +974,9 @@ def test_threadsafe_calls_before_the_bus_has_a_loop_raise() -> None:
 async def test_threadsafe_calls_work_on_a_bus_just_entered_with_async_with() -> None:
     """The error above says a bus "entered with async with" has its loop: so a bus that was
     only entered accepts messages from a thread."""
-    heard = Gate()
-    async with EventBus() as bus:
-        bus.on("evt", heard.arrive)
+    async with EventBus() as bus, bus.stream("evt") as heard:
         await asyncio.to_thread(bus.publish_threadsafe, "evt", 1)
-        await heard.wait()
-    assert heard.arrived == 1
+        assert (await heard.next(timeout=5)).body == 1
 
 
 async def test_threadsafe_calls_after_close_raise(bus: EventBus) -> None:
@@ -993,14 +990,13 @@ async def test_threadsafe_calls_after_close_raise(bus: EventBus) -> None:
 
 
 async def test_errors_on_the_loop_are_logged_and_harmless(
-    bus: EventBus, caplog: pytest.LogCaptureFixture
+    bus: EventBus, caplog: pytest.LogCaptureFixture, record: Callable[[str], Recorder]
 ) -> None:
     """A threadsafe send that fails on the loop (no consumer; an interceptor rejecting it) is
     logged to ``tinybus`` with its exception; later messages from the thread still arrive."""
     await bus.drain()
     bus.add_interceptor(require_auth)
-    heard = Gate()
-    bus.on("marker", heard.arrive)
+    marker = record("marker")
 
     def from_thread() -> None:
         bus.send_threadsafe("nobody.home", 1)
@@ -1009,7 +1005,7 @@ async def test_errors_on_the_loop_are_logged_and_harmless(
 
     with caplog.at_level(logging.ERROR, logger="tinybus"):
         await asyncio.to_thread(from_thread)
-        await heard.wait()
+        await marker.nth(0)
     logged = [r for r in caplog.records if r.name == "tinybus"]
     assert [r.message for r in logged] == [
         "a message from another thread could not be delivered"
@@ -1018,7 +1014,7 @@ async def test_errors_on_the_loop_are_logged_and_harmless(
         HandlerNotFoundError,
         AuthRequired,
     ]
-    assert heard.arrived == 1
+    assert marker.bodies == ["after the failures"]
 
 
 async def test_a_threadsafe_publish_overtaken_by_close_is_logged(

@@ -15,6 +15,7 @@ from tinybus import (
     Address,
     BusClosedError,
     EventBus,
+    EventBusError,
     Failed,
     Gathered,
     HandlerExecutionError,
@@ -265,3 +266,20 @@ async def test_outcomes_are_a_typed_union(bus: EventBus) -> None:
                 descriptions.append(f"failed: {type(error).__name__}")
     assert descriptions == ["replied 1", "failed: ReplyFailedError"]
     assert not isinstance(MessageDroppedError, Replied)
+
+
+async def test_a_consumer_that_asks_back_fails_at_once_not_at_its_timeout(
+    bus: EventBus, failures: FailureLog
+) -> None:
+    @bus.consumer("census")
+    async def asks_back(message: Message[None]) -> None:
+        await message.reply_and_request("who is asking?")
+
+    bus.consumer("census", lambda message: "plain")
+    async with asyncio.timeout(1):  # (the bus's default timeout is 5 s)
+        gathered = await bus.request_all("census", None)
+    assert gathered.replies == ["plain"]
+    [failed] = gathered.failures
+    assert "cannot be answered with reply_and_request" in str(failed.error)
+    assert failed.handler == asks_back.__qualname__
+    failures.expect(EventBusError, "cannot be answered")  # (raised in the consumer too)

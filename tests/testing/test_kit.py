@@ -258,6 +258,31 @@ async def test_the_log_knows_what_was_looked_at() -> None:
         assert repr(log) == "<FailureLog: 0 recorded, 0 not looked at>"
 
 
+def test_the_log_waits_for_failures_on_the_loops_clock() -> None:
+    async def scenario() -> tuple[list[str], str, float]:
+        async with EventBus() as bus:
+            log = FailureLog(bus)
+
+            @bus.on("news")
+            async def broken(body: int) -> None:
+                await asyncio.sleep(2)
+                raise ValueError(f"late {body}")
+
+            await bus.publish("news", 1)  # (returns after the handler failed, 2 s later)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            got = [str(record.exception) for record in await log.wait(1)]
+            log.check()  # what wait returned was looked at
+            with pytest.raises(TimeoutError) as caught:
+                await log.wait(2, timeout=10)
+            return got, str(caught.value), loop.time() - start
+
+    got, text, waited = run_virtual(scenario())
+    assert got == ["late 1"]
+    assert text.startswith("waited 10 s for 2 failure(s) on bus.errors; got 1:")
+    assert waited == pytest.approx(10)
+
+
 # -- the docs page's two versions of one test ---------------------------------------------
 
 

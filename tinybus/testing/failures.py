@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator, Sequence
 from typing import overload
@@ -30,7 +31,33 @@ class FailureLog(Sequence[HandlerFailure]):
     def __init__(self, bus: EventBus) -> None:
         self.records: list[HandlerFailure] = []
         self._looked_at: set[int] = set()
-        self._subscription: abc.DisposableBase = bus.errors.subscribe(self.records.append)
+        self._waits: list[tuple[int, asyncio.Future[None]]] = []
+        self._subscription: abc.DisposableBase = bus.errors.subscribe(self._reported)
+
+    def _reported(self, record: HandlerFailure) -> None:
+        self.records.append(record)
+        for count, waiter in self._waits:
+            if len(self.records) >= count and not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self, count: int = 1, timeout: float = 5.0) -> list[HandlerFailure]:
+        """The first ``count`` records, once that many were reported, looked at;
+        ``TimeoutError`` after ``timeout`` seconds (on the loop's clock)."""
+        if len(self.records) < count:
+            entry = (count, asyncio.get_running_loop().create_future())
+            self._waits.append(entry)
+            try:
+                async with asyncio.timeout(timeout):
+                    await entry[1]
+            except TimeoutError:
+                raise TimeoutError(
+                    f"waited {timeout} s for {count} failure(s) on bus.errors; got "
+                    f"{len(self.records)}: {_listed(self.records) or 'none'}"
+                ) from None
+            finally:
+                self._waits.remove(entry)
+        self._looked_at.update(range(count))
+        return self.records[:count]
 
     # -- reading marks as looked at --------------------------------------------------------
 
