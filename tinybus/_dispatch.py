@@ -145,24 +145,6 @@ class Dispatch:
         reply Subject (a requester awaits that, not what the handler set off)."""
         self.counts.requested += 1
         subject.requested += 1
-        return self._uncollected(subject, message, consumer)
-
-    def deliver(self, message: Message[Any]) -> None:
-        """Push a message from another process; nobody here awaits what it sets off."""
-        self._push(message, None)
-
-    def deliver_to(self, subject: AddressSubject, message: Message[Any]) -> None:
-        """Push a message published in another process into one Subject (the route it came
-        in by); nobody here awaits what it sets off."""
-        self.counts.published += 1
-        subject.published += 1
-        self._uncollected(subject, message, None)
-
-    def _uncollected(
-        self, subject: AddressSubject, message: Message[Any], consumer: Endpoint | None
-    ) -> bool:
-        """Push ``message`` into ``subject`` (to ``consumer`` only, when given); no caller
-        collects what it sets off. Whether it reached one."""
         tasks = self.tasks
         outer, tasks.collecting = tasks.collecting, None
         try:
@@ -170,6 +152,32 @@ class Dispatch:
                 subject.on_next(message)
                 return True
             return subject.on_next_to(consumer, message)
+        finally:
+            tasks.collecting = outer
+
+    def deliver(self, message: Message[Any]) -> None:
+        """Push a message from another process; nobody here awaits what it sets off."""
+        self._push(message, None)
+
+    def from_afar(self, subject: AddressSubject, message: Message[Any]) -> bool:
+        """Push a message from another process into ``subject`` (for a published one, the
+        route it came in by), never to a registration made ``local=True``; nobody here
+        awaits what it sets off. False when it reached no consumer."""
+        counts = self.counts
+        kind = message.kind
+        if kind == "publish":
+            counts.published += 1
+            subject.published += 1
+        elif kind == "send":
+            counts.sent += 1
+            subject.sent += 1
+        else:
+            counts.requested += 1
+            subject.requested += 1
+        tasks = self.tasks
+        outer, tasks.collecting = tasks.collecting, None
+        try:
+            return subject.on_next_from_afar(message)
         finally:
             tasks.collecting = outer
 

@@ -88,10 +88,8 @@ class Remote:
                 exchange.settle_failure(BusClosedError(address=address), False)
                 return
             subject = self.routes.consumers_of(address)
-            if subject is None:
+            if subject is None or not self.dispatch.from_afar(subject, message):
                 exchange.settle_failure(HandlerNotFoundError(address), False)
-                return
-            self.dispatch.request(subject, message)
             return
         if self.binding.closed:
             logger.debug("dropped a %s to %r from another process: closed", message.kind, address)
@@ -102,10 +100,10 @@ class Remote:
                 return
             subject = self.routes.find(route)
             if subject is not None:
-                self.dispatch.deliver_to(subject, message)
-        elif self.routes.consumers_of(address) is not None:
-            self.dispatch.deliver(message)
-        else:
+                self.dispatch.from_afar(subject, message)
+            return
+        subject = self.routes.consumers_of(address)
+        if subject is None or not self.dispatch.from_afar(subject, message):
             self.report(address, HandlerNotFoundError(address), message)
 
     def receive_all(self, message: Message[Any], answer: Callable[[Reply], None]) -> int:

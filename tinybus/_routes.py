@@ -42,6 +42,7 @@ class AddressSubject(LoopSubject[Message[Any]]):
         self.oldest: Endpoint | None = None  # where the ring starts: the first consumer
         self.consumers = 0
         self.listeners = 0
+        self.local = 0  # how many of its registrations were made local=True
         self.published = self.sent = self.requested = 0  # for bus.stats()
         # (role, handler) -> endpoint, once a role has INDEX_FROM registrations here.
         self.index: dict[tuple[str, object], Endpoint] | None = None
@@ -60,11 +61,37 @@ class AddressSubject(LoopSubject[Message[Any]]):
         consumer = self.turn
         if consumer is None:
             return  # (the sender checked there was one; a handler removed it meanwhile)
+        self._to(consumer, value)
+
+    def _to(self, consumer: Endpoint, value: Message[Any]) -> None:
         self.turn = consumer.ring_next
         try:
             consumer.on_next(value)
         except Exception as exc:
             self._on_observer_error(exc, consumer, value)
+
+    def on_next_from_afar(self, value: Message[Any]) -> bool:
+        """Push a message from another process: as ``on_next`` does, but never to a
+        registration made ``local=True`` (published: every other observer; sent or requested:
+        the next consumer in turn not made local); False when it reached no consumer."""
+        if not self.local:
+            if value.kind != "publish" and self.turn is None:
+                return False
+            self.on_next(value)
+            return True
+        if value.kind == "publish":
+            for observer in self.subscribers:
+                if not (isinstance(observer, Endpoint) and observer.local):
+                    try:
+                        observer.on_next(value)
+                    except Exception as exc:
+                        self._on_observer_error(exc, observer, value)
+            return True
+        for consumer in self.consumers_in_turn():
+            if not consumer.local:
+                self._to(consumer, value)
+                return True
+        return False
 
     def on_next_to(self, consumer: Endpoint, value: Message[Any]) -> bool:
         """Push a scatter-gather request to ``consumer``, one of its consumers, leaving the
@@ -123,6 +150,7 @@ class AddressSubject(LoopSubject[Message[Any]]):
             for member in [*self.endpoints(), endpoint]:
                 _index_into(index, member)
         endpoint.subject = self
+        self.local += endpoint.local
         self.attach(endpoint)
 
     def _registered(self, role: str, handler: object) -> bool:
@@ -135,6 +163,7 @@ class AddressSubject(LoopSubject[Message[Any]]):
         if endpoint.subject is not self:
             return
         endpoint.subject = None
+        self.local -= endpoint.local
         if endpoint.role == "consumer":
             self.consumers -= 1
             if endpoint.ring_next is endpoint:

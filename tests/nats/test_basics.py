@@ -276,3 +276,25 @@ async def test_request_all_with_no_consumer_elsewhere_has_the_local_answers(
         one.consumer("census", lambda message: "one")
         gathered = await one.request_all("census", None, timeout=0.2)
     assert gathered.replies == ["one"]
+
+
+async def test_a_local_registration_beside_exported_ones_still_hears_nothing_remote(
+    connect: Connect,
+) -> None:
+    async with connect() as one, connect() as two:
+        heard: asyncio.Queue[str] = asyncio.Queue()
+        two.consumer("mixed", lambda message: "local only", local=True)
+        await two.consumer("mixed", lambda message: "exported").wait_exported()
+        two.on("mixed.news", lambda body: heard.put_nowait("local only"), local=True)
+        await two.on("mixed.news", lambda body: heard.put_nowait("exported")).wait_exported()
+        assert [await one.request("mixed", None) for _ in range(4)] == ["exported"] * 4
+        await one.publish("mixed.news", None)
+        async with asyncio.timeout(5):
+            assert await heard.get() == "exported"
+        await two.drain()  # (both listeners were handed the message in one push)
+        assert heard.empty()
+        # Locally, both take their turns.
+        assert sorted([await two.request("mixed", None) for _ in range(2)]) == [
+            "exported",
+            "local only",
+        ]
