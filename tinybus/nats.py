@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Generator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from nats.aio.client import Client
@@ -42,6 +42,34 @@ _OWN_OPTIONS = frozenset(
 
 type _Publication = tuple[str, str, bytes, dict[str, str]]  # subject, reply, payload, headers
 _LAST: _Publication = ("", "", b"", {})  # close(): the writer stops after what came before
+
+
+class _Rest:
+    """The rest of a publication that suspended at its first step (nats-py's buffer was
+    full), awaited by the writer before anything posted after it."""
+
+    __slots__ = ("item", "step", "suspended")
+
+    def __init__(self, step: Coroutine[Any, Any, None], suspended: Any, item: _Publication) -> None:
+        self.step = step
+        self.suspended = suspended  # what it yielded: the future it waits for
+        self.item = item
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        step, value = self.step, self.suspended
+        while True:
+            try:
+                sent = yield value
+            except BaseException as exc:  # (the writer cancelled: so is the step)
+                try:
+                    value = step.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    value = step.send(sent)
+                except StopIteration:
+                    return
 
 
 class NatsTransport:
@@ -90,9 +118,10 @@ class NatsTransport:
         self._nc: Client | None = None
         self._incoming: Incoming | None = None
         # What goes to the server, in order: publications, and subscriptions to reconcile.
-        self._outbox: deque[_Publication | Interest] = deque()
+        self._outbox: deque[_Publication | Interest | _Rest] = deque()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._busy = False  # the writer is sending what it took from the outbox
         self._closed = False
 
     # -- connecting and closing ------------------------------------------------------------
@@ -276,7 +305,23 @@ class NatsTransport:
         return headers, payload
 
     def _post(self, item: _Publication | Interest) -> None:
-        self._outbox.append(item)
+        nc = self._nc
+        if self._outbox or self._busy or nc is None or isinstance(item, Interest) or not item[0]:
+            self._outbox.append(item)
+            self._wake.set()
+            return
+        # Nothing waits before it: hand it to nats-py now, which buffers it for its flusher
+        # without suspending, unless its buffer is full. Then the writer finishes it first.
+        subject, reply, payload, headers = item
+        step = nc.publish(subject, payload, reply=reply, headers=headers)
+        try:
+            suspended = step.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:
+            self._unsent(item, exc)
+            return
+        self._outbox.append(_Rest(step, suspended, item))
         self._wake.set()
 
     async def _write(self, nc: Client) -> None:
@@ -289,9 +334,13 @@ class NatsTransport:
         while True:
             await wake.wait()
             wake.clear()
+            self._busy = True  # (while it works, nothing overtakes what it holds)
             while outbox:
                 item = outbox.popleft()
                 try:
+                    if isinstance(item, _Rest):
+                        await item
+                        continue
                     if isinstance(item, Interest):
                         await self._exports.reconcile(
                             subscriber, item, incoming.event, incoming.consumed
@@ -302,7 +351,8 @@ class NatsTransport:
                     subject, reply, payload, headers = item
                     await nc.publish(subject, payload, reply=reply, headers=headers)
                 except Exception as exc:
-                    self._unsent(item, exc)
+                    self._unsent(item.item if isinstance(item, _Rest) else item, exc)
+            self._busy = False
 
     def _unsent(self, item: _Publication | Interest, exc: Exception) -> None:
         """The server could not be given ``item`` (the connection is closed, or its buffer

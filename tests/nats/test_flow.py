@@ -138,3 +138,18 @@ async def test_a_body_with_a_codec_crosses_as_the_codecs_bytes(connect: Connect)
         assert (answer.x, answer.y) == (2, 1)
         assert codecs[0].encoded >= 1  # (the request's body, and its local transform)
         assert codecs[1].encoded >= 1  # (the reply's)
+
+
+async def test_order_holds_when_nats_py_must_flush_before_taking_more(connect: Connect) -> None:
+    """With a tiny outgoing buffer (pending_size), nats-py suspends a publish to flush: the
+    writer finishes it before anything sent after it."""
+    async with (
+        connect(transport_options={"pending_size": 1024}) as sender,
+        connect() as receiver,
+    ):
+        got: asyncio.Queue[int] = asyncio.Queue()
+        await receiver.on("ordered", lambda body: got.put_nowait(body[0])).wait_exported()
+        for number in range(50):
+            sender.publish_nowait("ordered", [number, "x" * 2000])
+        async with asyncio.timeout(10):
+            assert [await got.get() for _ in range(50)] == list(range(50))
