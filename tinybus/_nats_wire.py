@@ -54,8 +54,8 @@ def decode_headers(text: str | None) -> Headers:
         return EMPTY_HEADERS
     try:
         pairs = json.loads(text)
-    except ValueError:
-        raise WireError(f"its {HEADERS} header is not JSON") from None
+    except (ValueError, RecursionError) as exc:
+        raise WireError(f"its {HEADERS} header is not JSON we read ({_why(exc)})") from None
     if not isinstance(pairs, list) or not all(
         isinstance(p, list)
         and len(cast("list[Any]", p)) == 2
@@ -104,8 +104,8 @@ def decode_body(data: bytes, codec_name: str | None, codecs: CodecRegistry) -> A
             ) from exc
     try:
         return json.loads(data) if data else None
-    except ValueError:
-        raise WireError("its body is not JSON") from None
+    except (ValueError, RecursionError) as exc:
+        raise WireError(f"its body is not JSON we read ({_why(exc)})") from None
 
 
 def encode_error(error: BaseException) -> bytes:
@@ -139,7 +139,7 @@ def decode_error(data: bytes, address: str) -> EventBusError:
         fields = json.loads(data)
         name = fields["class"]
         message = fields["message"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise WireError("its failure is not a JSON object with a class and a message") from None
     cls = getattr(errors, str(name), None)
     if not (isinstance(cls, type) and issubclass(cls, EventBusError)):
@@ -159,6 +159,15 @@ def decode_error(data: bytes, address: str) -> EventBusError:
         error.original_error = remote
         error.__cause__ = remote
     return error
+
+
+def _why(error: ValueError | RecursionError) -> str:
+    """Why JSON from the wire was refused. Nesting deeper than the interpreter's recursion
+    limit is refused (``json`` raises ``RecursionError``), never let out of the subscription's
+    callback, where it would leave a request unanswered."""
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    return str(error)
 
 
 def _printed(error: BaseException) -> str:
