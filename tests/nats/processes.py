@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 WORKER = Path(__file__).with_name("worker.py")
+ROOT = Path(__file__).parents[2]  # the repository
 
 
 class Worker:
