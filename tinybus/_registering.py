@@ -144,7 +144,8 @@ class Registering:
         return [address for address, subject in self._routes.routes.items() if subject.consumers]
 
     def get_listeners(self, address: AnyAddress) -> list[Callable[..., Any]]:
-        """The listeners of ``address``, in registration order."""
+        """The listeners of ``address``, in registration order (one registered several times
+        is listed once for each registration)."""
         subject = self._routes.find(to_address(address))
         endpoints = [] if subject is None else subject.endpoints()
         return [endpoint.handler for endpoint in endpoints if endpoint.role == "listener"]
@@ -154,13 +155,21 @@ class Registering:
         self._remove(address, lambda endpoint: endpoint.role == "consumer")
 
     def remove_listener(self, address: AnyAddress, listener: Callable[..., Any]) -> None:
-        """Unregister ``listener`` from ``address`` (nothing happens when it is not there)."""
+        """Unregister ``listener`` from ``address``: its earliest registration there, when it
+        is registered several times, as ``list.remove`` and tinybus 0.2.x do (nothing happens
+        when it is not there). ``registration.unregister()`` ends one registration."""
         self._remove(
-            address, lambda endpoint: endpoint.role == "listener" and endpoint.handler == listener
+            address,
+            lambda endpoint: endpoint.role == "listener" and endpoint.handler == listener,
+            first_only=True,
         )
 
-    def _remove(self, address: AnyAddress, chosen: Callable[[Any], bool]) -> None:
+    def _remove(
+        self, address: AnyAddress, chosen: Callable[[Any], bool], first_only: bool = False
+    ) -> None:
         subject = self._routes.find(to_address(address))
         for endpoint in [] if subject is None else subject.endpoints():
             if chosen(endpoint):
                 self._registry.unregister(endpoint)
+                if first_only:
+                    return

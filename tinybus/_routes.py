@@ -16,7 +16,7 @@ from ._subject import LoopSubject, ObserverErrorHandler
 from .errors import HandlerAlreadyRegisteredError
 from .message import Message
 
-# From this many registrations of one role at an address, duplicates are found through an
+# From this many consumers at an address, a consumer registered twice is found through an
 # index rather than by a scan (most addresses have one or two, and an index costs memory).
 INDEX_FROM = 8
 
@@ -44,8 +44,8 @@ class AddressSubject(LoopSubject[Message[Any]]):
         self.listeners = 0
         self.local = 0  # how many of its registrations were made local=True
         self.published = self.sent = self.requested = 0  # for bus.stats()
-        # (role, handler) -> endpoint, once a role has INDEX_FROM registrations here.
-        self.index: dict[tuple[str, object], Endpoint] | None = None
+        # handler -> its consumer's endpoint, once INDEX_FROM consumers are here.
+        self.index: dict[object, Endpoint] | None = None
 
     def on_next(self, value: Message[Any]) -> None:
         if value.kind == "publish":
@@ -125,12 +125,14 @@ class AddressSubject(LoopSubject[Message[Any]]):
     # -- membership ---------------------------------------------------------------------
 
     def add(self, endpoint: Endpoint) -> None:
-        """Attach ``endpoint``; ``HandlerAlreadyRegisteredError`` when its handler is
-        registered here already in the same role."""
-        handler = endpoint.handler
-        if self._registered(endpoint.role, handler):
-            raise HandlerAlreadyRegisteredError(self.address, handler)
+        """Attach ``endpoint``; ``HandlerAlreadyRegisteredError`` when it is a consumer whose
+        handler is a consumer here already (as in tinybus 0.2.x). A listener may be registered
+        several times (as with pyee, Node's EventEmitter, Vert.x and tinybus 0.2.x): each
+        registration is called once per message, and unregistered on its own."""
         if endpoint.role == "consumer":
+            handler = endpoint.handler
+            if self._is_consumer(handler):
+                raise HandlerAlreadyRegisteredError(self.address, handler)
             self.consumers += 1
             oldest = self.oldest
             if oldest is None:
@@ -140,24 +142,24 @@ class AddressSubject(LoopSubject[Message[Any]]):
                 newest.ring_next = endpoint.ring_previous = endpoint
                 endpoint.ring_previous, endpoint.ring_next = newest, oldest
                 oldest.ring_previous = endpoint
+            index = self.index
+            if index is not None:
+                _index_into(index, endpoint)
+            elif self.consumers >= INDEX_FROM:
+                index = self.index = dict[object, Endpoint]()
+                for member in [*self.consumers_in_turn(), endpoint]:
+                    _index_into(index, member)
         else:
             self.listeners += 1
-        index = self.index
-        if index is not None:
-            _index_into(index, endpoint)
-        elif self.consumers >= INDEX_FROM or self.listeners >= INDEX_FROM:
-            index = self.index = dict[tuple[str, object], Endpoint]()
-            for member in [*self.endpoints(), endpoint]:
-                _index_into(index, member)
         endpoint.subject = self
         self.local += endpoint.local
         self.attach(endpoint)
 
-    def _registered(self, role: str, handler: object) -> bool:
+    def _is_consumer(self, handler: object) -> bool:
         index = self.index
         if index is not None and _hashable(handler):
-            return (role, handler) in index  # (every hashable handler is in the index)
-        return any(member.role == role and member.handler == handler for member in self.endpoints())
+            return handler in index  # (every hashable consumer's handler is in the index)
+        return any(member.handler == handler for member in self.consumers_in_turn())
 
     def remove(self, endpoint: Endpoint) -> None:
         if endpoint.subject is not self:
@@ -180,10 +182,9 @@ class AddressSubject(LoopSubject[Message[Any]]):
         else:
             self.listeners -= 1
         index = self.index
-        if index is not None and _hashable(endpoint.handler):
-            key = (endpoint.role, endpoint.handler)
-            if index.get(key) is endpoint:
-                del index[key]
+        handler = endpoint.handler
+        if index is not None and _hashable(handler) and index.get(handler) is endpoint:
+            del index[handler]
         self.detach(endpoint)
 
 
@@ -195,9 +196,9 @@ def _hashable(handler: object) -> bool:
     return True
 
 
-def _index_into(index: dict[tuple[str, object], Endpoint], endpoint: Endpoint) -> None:
+def _index_into(index: dict[object, Endpoint], endpoint: Endpoint) -> None:
     if _hashable(endpoint.handler):
-        index[(endpoint.role, endpoint.handler)] = endpoint
+        index[endpoint.handler] = endpoint
 
 
 class Routes:

@@ -68,7 +68,8 @@ class MessageEncodingError(EventBusError):
 
 
 class HandlerAlreadyRegisteredError(EventBusError):
-    """The same handler is already registered, in the same role, at the address."""
+    """The same function is already registered as a consumer of the address (listeners may
+    repeat: each registration is its own)."""
 
     def __init__(self, address: str, handler: object) -> None:
         super().__init__(f"{handler_name(handler)} is already registered at address {address!r}")

@@ -77,12 +77,26 @@ def test_same_consumer_twice_on_one_address_is_refused() -> None:
     assert bus.get_consumers() == ["a", "b"]
 
 
-def test_same_listener_twice_on_one_address_is_refused() -> None:
-    bus = EventBus()
-    bus.on("a", print)
-    with pytest.raises(HandlerAlreadyRegisteredError):
-        bus.on("a", print)
-    assert bus.get_listeners("a") == [print]
+async def test_same_listener_twice_on_one_address_is_two_registrations() -> None:
+    """As in tinybus 0.2.x, pyee and Node: each registration is called once per event and
+    unregistered on its own; equal bound methods (``received.append`` twice) too."""
+    async with EventBus() as bus:
+        received: list[int] = []
+        first = bus.on("a", received.append)
+        second = bus.on("a", received.append)
+        assert bus.get_listeners("a") == [received.append, received.append]
+        assert await bus.publish("a", 1) == 2
+        assert received == [1, 1]
+        first.unregister()
+        assert not first.is_registered
+        assert second.is_registered
+        await bus.publish("a", 2)
+        assert received == [1, 1, 2]
+        bus.on("a", received.append)
+        bus.remove_listener("a", received.append)  # the earliest registration: second
+        assert not second.is_registered
+        await bus.publish("a", 3)
+        assert received == [1, 1, 2, 3]
 
 
 def test_a_function_may_be_both_consumer_and_listener_of_an_address() -> None:

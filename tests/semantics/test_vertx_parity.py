@@ -26,6 +26,7 @@ from tinybus import (
     EventBus,
     EventBusError,
     FailureKind,
+    HandlerAlreadyRegisteredError,
     HandlerExecutionError,
     HandlerFailure,
     HandlerNotFoundError,
@@ -1411,3 +1412,26 @@ async def test_a_closed_producer_refuses_every_later_call(bus: EventBus) -> None
     with pytest.raises(EventBusError, match="this publisher to 'svc' is closed"):
         await publisher.publish("e")
     assert seen == [("a", {"v": "1"}), ("b", {"v": "2"})]
+
+
+# -- second pass: one listener registered several times ----------------------------------------
+
+
+async def test_the_same_listener_registered_twice_is_called_twice_and_unregistered_alone(
+    bus: EventBus,
+) -> None:
+    """Vert.x registers the same handler at one address as many times as asked
+    (``testRegisterSameHandlerMultipleTimes``), each a ``MessageConsumer`` of its own; so do
+    TinyBus listeners. The same consumer function twice stays refused, as in tinybus 0.2.x."""
+    received: list[int] = []
+    registrations = [bus.on("news", received.append) for _ in range(3)]
+    assert await bus.publish("news", 1) == 3
+    assert received == [1, 1, 1]
+    registrations[1].unregister()
+    assert [r.is_registered for r in registrations] == [True, False, True]
+    assert await bus.publish("news", 2) == 2
+    assert received == [1, 1, 1, 2, 2]
+    handle = tagged("once", [])
+    bus.consumer("svc", handle)
+    with pytest.raises(HandlerAlreadyRegisteredError, match="already registered at address 'svc'"):
+        bus.consumer("svc", handle)
