@@ -5,6 +5,7 @@ it (counted in ``_Interest.wanted``)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -17,6 +18,8 @@ from .errors import MessageEncodingError
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
+
+logger = logging.getLogger("tinybus")
 
 
 class Interest:
@@ -88,6 +91,7 @@ class Exports:
         self.post = post  # hands an interest to the writer, which reconciles it in order
         self.allowed = allowed
         self.interests: dict[tuple[str, str], Interest] = {}
+        self.draining: set[asyncio.Task[None]] = set()  # subscriptions ending
 
     def offered(self, address: str) -> bool:
         allowed = self.allowed
@@ -159,7 +163,20 @@ class Exports:
             interest.ready.clear()
             if self.interests.get((interest.space, interest.address)) is interest:
                 del self.interests[interest.space, interest.address]
-            await subscription.unsubscribe()
+            # Drained, not dropped: what the server sent before it had the unsubscription is
+            # still handled (a request then is answered, not lost). In a task of its own: a
+            # drain waits a round trip, which the writer must not.
+            task = asyncio.get_running_loop().create_task(_drain(subscription))
+            self.draining.add(task)
+            task.add_done_callback(self.draining.discard)
+
+    def withdraw(self) -> None:
+        """Offer nothing any more (the bus is closing)."""
+        for interest in list(self.interests.values()):
+            if interest.wanted:
+                interest.wanted = 0
+                self.post(interest)
+        self.allowed = ()
 
     def disconnected(self) -> None:
         for interest in self.interests.values():
@@ -170,3 +187,10 @@ class Exports:
         for interest in self.interests.values():
             if interest.subscription is not None:
                 interest.ready.set()
+
+
+async def _drain(subscription: Subscription) -> None:
+    try:
+        await subscription.drain()
+    except Exception as exc:  # the connection is closing or gone: nothing left to handle
+        logger.debug("NATS: draining %s failed: %r", subscription.subject, exc)

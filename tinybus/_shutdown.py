@@ -111,6 +111,8 @@ class Shutdown:
         if asyncio.get_running_loop() is not loop:
             raise EventBusError("close() must be awaited on the event loop the bus is bound to")
         binding.closed = True
+        if self.transport is not None:
+            self.transport.closing()
         closing = self._closing = loop.create_future()
         try:
             self.replies.fail_all()

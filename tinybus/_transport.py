@@ -78,6 +78,11 @@ class Transport(Protocol):
         """Connect; from now on, ``host`` receives what other processes send here."""
         ...
 
+    def closing(self) -> None:
+        """The bus has begun to close: take no new messages in from other processes (so that
+        they go to the consumers of other processes meanwhile); answers still go out."""
+        ...
+
     async def close(self) -> None:
         """Disconnect, after the bus failed its pending requests and stopped its handlers."""
         ...

@@ -157,6 +157,11 @@ class NatsTransport:
         )
         self._wake.set()
 
+    def closing(self) -> None:
+        """Unsubscribe everything now, while the bus's handlers finish: other processes'
+        consumers take the requests meanwhile; the answers of this one's still go out."""
+        self._exports.withdraw()
+
     async def close(self) -> None:
         """Stop taking messages in, send what handlers answered while the bus closed, and
         drain the connection (nats-py's ``drain``: unsubscribe, flush, close)."""
@@ -170,6 +175,8 @@ class NatsTransport:
         if writer is not None:
             self._post(_LAST)
             await writer
+        if self._exports.draining:  # what arrived before the unsubscriptions is handled
+            await asyncio.wait(self._exports.draining)
         nc = self._nc
         if nc is not None and not nc.is_closed:
             try:

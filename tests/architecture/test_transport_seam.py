@@ -55,6 +55,9 @@ class FakeTransport:
         self.host = host
         self.broker.transports.append(self)
 
+    def closing(self) -> None:
+        self.exported.clear()  # (other buses stop reaching this one's consumers)
+
     async def close(self) -> None:
         self.broker.transports.remove(self)
         self.host = None
@@ -63,7 +66,8 @@ class FakeTransport:
         self.exported.append(endpoint)
 
     def unexport(self, endpoint: Endpoint) -> None:
-        self.exported.remove(endpoint)
+        if endpoint in self.exported:  # (not once closing() withdrew everything)
+            self.exported.remove(endpoint)
 
     async def wait_exported(self, endpoint: Endpoint) -> None:
         assert endpoint in self.exported  # (reachable as soon as exported)

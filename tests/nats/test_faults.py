@@ -103,3 +103,42 @@ async def test_no_responders_is_retried_within_the_grace_period(connect: Connect
         await responder.consumer("late.consumer", lambda message: message.body * 3).wait_exported()
         async with asyncio.timeout(5):
             assert await asking == 6
+
+
+async def test_a_closing_bus_withdraws_so_other_consumers_take_the_requests(
+    connect: Connect,
+) -> None:
+    async with (
+        connect(transport_options={"no_responders_grace": 0}) as requester,
+        connect() as other,
+    ):
+        leaving = connect(close_timeout=10)
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def busy(message: Message[None]) -> str:
+            started.set()
+            await release.wait()
+            return "leaving"
+
+        await leaving.start()
+        await leaving.consumer("work", busy).wait_exported()
+        await leaving.consumer("only.leaving", lambda message: "here").wait_exported()
+        running = asyncio.ensure_future(requester.request("work", None, timeout=10))
+        async with asyncio.timeout(5):
+            await started.wait()
+        await other.consumer("work", lambda message: "other").wait_exported()
+        closing = asyncio.ensure_future(leaving.close())
+        # The server has the withdrawal once a request to what only the closing bus offered
+        # meets "no responders" (its subscriptions end in the order they were made).
+        async with asyncio.timeout(5):
+            while True:
+                try:
+                    await requester.request("only.leaving", None)
+                except BusClosedError:
+                    continue  # (it reached the closing bus before the withdrawal)
+                except HandlerNotFoundError:
+                    break
+        assert [await requester.request("work", None) for _ in range(10)] == ["other"] * 10
+        release.set()
+        await closing
+        assert await running == "leaving"  # its handler finished within close_timeout
