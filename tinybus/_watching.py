@@ -76,8 +76,9 @@ class Watching:
         The stream is a listener registration, made when the block is entered and ended when
         it exits: messages wait in its buffer of ``max_buffered`` while the loop body runs,
         under its ``overflow`` policy (``"block"`` holds publishers back; the drop policies
-        count and report drops), after its ``pipe`` operators (over messages). The loop ends
-        when the block exits, the registration is unregistered or the bus closes.
+        count and report drops), after its ``pipe`` operators (over messages); ``local=True``
+        keeps it out of reach of other processes, as for ``bus.on``. The loop ends when the
+        block exits, the registration is unregistered or the bus closes.
         """
         return self._stream(address, stream_options(max_buffered, overflow, pipe, local), False)
 

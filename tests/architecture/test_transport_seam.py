@@ -333,3 +333,17 @@ def test_a_transport_that_cannot_count_makes_request_all_wait_out_its_timeout() 
     replies, asked, waited = run_virtual(scenario())
     assert (replies, asked) == (["two"], None)
     assert waited == pytest.approx(3)
+
+
+async def test_a_stream_is_a_registration_other_buses_publish_to() -> None:
+    broker = Broker()
+    async with connected(broker) as one, connected(broker) as two:
+        async with two.stream("news.*") as news:
+            await one.publish("news.today", "hello")
+            message = await news.next(timeout=5)
+        async with two.stream("news.*", local=True) as private:
+            await one.publish("news.today", "not for you")
+            await two.publish("news.today", "for you")
+            mine = await private.next(timeout=5)
+    assert (message.address, message.body) == ("news.today", "hello")
+    assert mine.body == "for you"
