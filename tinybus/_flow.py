@@ -12,7 +12,10 @@ buffer of ``max_buffered`` items. When the buffer is full:
 - ``"error"``: the new item is refused and its sender gets ``BufferFullError``.
 
 Dropped and refused items are counted, reported, and for a request, fail the requester at
-once. ``pause()`` lets items in but starts none, under the same policy.
+once. ``pause()`` lets items in but starts none, under the same policy; ``fetch(n)`` then lets
+up to ``n`` more start (Vert.x's demand), and ``resume()`` ends the pause. Neither starts a
+handler inside its caller: the loop starts them, at its next turn. ``resize`` applies a new
+``max_buffered`` to what waits already.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class Mailbox:
         "_pumping",
         "blocked",
         "buffer",
+        "demand",
         "dropped",
         "endpoint",
         "limit",
@@ -73,6 +77,7 @@ class Mailbox:
         self.running = 0
         self.dropped = 0
         self.paused = False
+        self.demand = 0  # while paused: how many more may start (fetch)
         self._pumping = False
         self._on_done: Callable[[asyncio.Task[Any]], None] = self._finished
 
@@ -80,15 +85,19 @@ class Mailbox:
     def queued(self) -> int:
         return len(self.buffer) + len(self.blocked)
 
+    def _flowing(self) -> bool:
+        """Whether an item may start now (a slot permitting): not paused, or fetched."""
+        return not self.paused or self.demand > 0
+
     def offer(self, item: Any) -> None:
-        if not self.paused and self._has_slot():
+        if self._flowing() and self._has_slot():
             if not self.buffer and not self.blocked:
                 self._start(item)  # (the caller under way waits for it)
                 return
             self.pump()  # a slot freed without the buffer moving on: catch up first
         if len(self.buffer) < self.max_buffered:
             self.buffer.append(item)
-            if not self.paused and self._has_slot():
+            if self._flowing() and self._has_slot():
                 self.pump()
             return
         overflow = self.overflow
@@ -151,6 +160,8 @@ class Mailbox:
         self.endpoint.discard(item, MessageDroppedError(self.endpoint))
 
     def _start(self, item: Any) -> None:
+        if self.paused:
+            self.demand -= 1  # (fetched)
         self.running += 1
         try:
             task = self.endpoint.dispatch(item)
@@ -186,7 +197,7 @@ class Mailbox:
         try:
             while True:
                 self._admit_blocked()
-                if self.paused or not self.buffer or not self._has_slot():
+                if not self._flowing() or not self.buffer or not self._has_slot():
                     break
                 self._start(self.buffer.popleft())
         except BaseException:  # KeyboardInterrupt or SystemExit out of a handler
@@ -202,7 +213,7 @@ class Mailbox:
     def _admit_blocked(self) -> None:
         while self.blocked and (
             len(self.buffer) < self.max_buffered
-            or (not self.buffer and not self.paused and self._has_slot())
+            or (not self.buffer and self._flowing() and self._has_slot())
         ):
             item, waiter, sender, cancellations = self.blocked.popleft()
             if waiter is not None:
@@ -225,13 +236,49 @@ class Mailbox:
 
     def pause(self) -> None:
         self.paused = True
+        self.demand = 0
 
     def resume(self) -> None:
         self.paused = False
-        # Called by the user's code, not through a bus call: the bus's loop may have closed
-        # since, and what starts now belongs on the running one.
-        self.tasks.bound_loop()
-        self.pump()
+        self.demand = 0
+        self._pump_soon()
+
+    def fetch(self, count: int) -> None:
+        """While paused, let ``count`` more items start (Vert.x's ``fetch``)."""
+        if self.paused:
+            self.demand += count
+            self._pump_soon()
+
+    def _pump_soon(self) -> None:
+        """Start what may start at the loop's next turn, never inside the caller (a handler
+        that resumes its own registration does not run itself). Called by the user's code,
+        not through a bus call: the bus's loop may have closed since, and what starts belongs
+        on the running one."""
+        self.tasks.bound_loop().call_soon(self.pump)
+
+    def resize(self, max_buffered: int) -> None:
+        """A new ``max_buffered``: what waits beyond it meets the overflow policy now, as a
+        new item would (``"block"``: it waits outside the buffer, in order; the drops drop
+        the oldest or the newest); under ``"error"`` a buffer holding more is refused
+        (``ValueError``), since its items were accepted already."""
+        excess = len(self.buffer) - max_buffered
+        if excess > 0 and self.overflow == "error":
+            raise ValueError(
+                f"max_buffered={max_buffered} is less than the {len(self.buffer)} messages "
+                f"waiting at {self.endpoint.address!r} under overflow='error', which never drops "
+                "a message it accepted: resume() or fetch() to let them be handled first, or "
+                "choose a limit of at least that many"
+            )
+        self.max_buffered = max_buffered
+        for _ in range(max(excess, 0)):
+            if self.overflow == "block":
+                self.blocked.appendleft((self.buffer.pop(), None, None, 0))
+            elif self.overflow == "drop_oldest":
+                self._drop(self.buffer.popleft())
+            else:
+                self._drop(self.buffer.pop())
+        if excess < 0 and self.blocked:
+            self._pump_soon()  # room for what waits outside
 
     def discard_all(self, reason: str) -> None:
         """Drop every waiting item (the registration is ending), releasing blocked senders."""

@@ -61,7 +61,21 @@ class Registration:
 
     @property
     def max_buffered(self) -> int:
+        """How many messages may wait for the handler. Assigning it on a live registration
+        applies at once: what waits beyond a smaller limit meets the overflow policy as a new
+        message would (``"block"``: it waits outside the buffer, never lost; the drops drop
+        the oldest or the newest, reported), and under ``"error"`` a smaller limit than what
+        waits now is refused with ``ValueError`` (its messages were accepted already)."""
         return self._endpoint.max_buffered
+
+    @max_buffered.setter
+    def max_buffered(self, max_buffered: int) -> None:
+        if type(max_buffered) is not int or max_buffered < 0:
+            raise ValueError(f"max_buffered must be an int >= 0, got {max_buffered!r}")
+        endpoint = self._endpoint
+        if endpoint.mailbox is not None:
+            endpoint.mailbox.resize(max_buffered)
+        endpoint.max_buffered = max_buffered
 
     @property
     def overflow(self) -> Overflow:
@@ -105,10 +119,23 @@ class Registration:
             self._bus.pause(self._endpoint)
 
     def resume(self) -> None:
-        """Handle the waiting messages (in order, within ``max_concurrency``) and the next."""
+        """Handle the waiting messages (in order, within ``max_concurrency``) and the next.
+        They start at the loop's next turn, never inside this call."""
         mailbox = self._endpoint.mailbox
         if mailbox is not None:
             mailbox.resume()
+
+    def fetch(self, count: int) -> None:
+        """While paused, let up to ``count`` more waiting messages (or the next to come) be
+        handled, in order, as Vert.x's ``pause()``/``fetch(n)``; the registration stays
+        paused. Fetches add up; ``resume()`` ends the pause, ``pause()`` forgets what was
+        fetched and not yet handled. Does nothing when not paused. Handlers start at the
+        loop's next turn, never inside this call."""
+        if type(count) is not int or count < 1:
+            raise ValueError(f"fetch() takes a count of messages, an int >= 1, got {count!r}")
+        mailbox = self._endpoint.mailbox
+        if mailbox is not None and self._endpoint.registered:
+            mailbox.fetch(count)
 
     def unregister(self) -> None:
         if self._endpoint.registered:

@@ -1435,3 +1435,98 @@ async def test_the_same_listener_registered_twice_is_called_twice_and_unregister
     bus.consumer("svc", handle)
     with pytest.raises(HandlerAlreadyRegisteredError, match="already registered at address 'svc'"):
         bus.consumer("svc", handle)
+
+
+# -- second pass: demand-driven consumption, a live max_buffered --------------------------------
+
+
+async def test_fetch_on_a_paused_registration_delivers_up_to_n_waiting_messages(
+    bus: EventBus,
+) -> None:
+    """Vert.x's ``pause()`` then ``fetch(n)``: n more messages, in order, the registration
+    staying paused; fetches add up, and the demand carries over to messages still to come."""
+    heard: list[int] = []
+    registration = bus.on("ticks", heard.append)
+    registration.pause()
+    for n in range(5):
+        await bus.publish("ticks", n)
+    registration.fetch(2)
+    assert heard == []  # never inside the caller
+    await bus.drain(timeout=PROMPTLY)
+    assert heard == [0, 1]
+    assert registration.is_paused
+    assert registration.queued == 3
+    registration.fetch(1)
+    registration.fetch(3)  # adds up: 4, of which 3 wait now
+    await bus.drain(timeout=PROMPTLY)
+    assert heard == [0, 1, 2, 3, 4]
+    await bus.publish("ticks", 5)  # the fourth fetched
+    await bus.publish("ticks", 6)  # no demand left: waits
+    assert heard == [0, 1, 2, 3, 4, 5]
+    assert registration.queued == 1
+    registration.pause()  # forgets demand, had there been any
+    registration.resume()
+    await bus.drain(timeout=PROMPTLY)
+    assert heard == [0, 1, 2, 3, 4, 5, 6]
+    registration.fetch(1)  # not paused: nothing to do
+    with pytest.raises(ValueError, match="fetch\\(\\) takes a count of messages, an int >= 1"):
+        registration.fetch(0)
+
+
+async def test_resume_never_runs_a_handler_inside_the_caller(bus: EventBus) -> None:
+    """As Vert.x's ``testSelfSendDoesNotTrampoline`` asks of delivery: a handler that resumes
+    its own registration is not re-entered; what waited runs once it has returned."""
+    events: list[str] = []
+
+    def handler(body: int) -> None:
+        events.append(f"start {body}")
+        registration.resume()
+        events.append(f"end {body}")
+
+    registration = bus.on("self", handler)
+    registration.pause()
+    await bus.publish("self", 1)
+    await bus.publish("self", 2)
+    registration.fetch(1)
+    await bus.drain(timeout=PROMPTLY)
+    assert events == ["start 1", "end 1", "start 2", "end 2"]
+
+
+async def test_a_live_max_buffered_applies_the_overflow_policy_to_what_is_over_it(
+    bus: EventBus, failures: list[HandlerFailure]
+) -> None:
+    """Vert.x's ``setMaxBufferedMessages`` on a live consumer: never silently ignored."""
+    heard: dict[str, list[int]] = {"oldest": [], "newest": [], "block": [], "error": []}
+    registrations = {
+        "oldest": bus.on("a", heard["oldest"].append, overflow="drop_oldest"),
+        "newest": bus.on("a", heard["newest"].append, overflow="drop_newest"),
+        "block": bus.on("a", heard["block"].append, overflow="block"),
+        "error": bus.on("a", heard["error"].append, overflow="error"),
+    }
+    for registration in registrations.values():
+        registration.pause()
+    for n in range(5):
+        bus.publish_nowait("a", n)
+    for name in ("oldest", "newest", "block"):
+        registrations[name].max_buffered = 2
+        assert registrations[name].max_buffered == 2
+    with pytest.raises(ValueError, match="max_buffered=2 is less than the 5 messages waiting"):
+        registrations["error"].max_buffered = 2
+    assert registrations["error"].max_buffered == 1000  # unchanged
+    registrations["error"].max_buffered = 5  # not less: accepted
+    assert [registrations[name].dropped for name in heard] == [3, 3, 0, 0]
+    assert registrations["block"].queued == 5  # 2 in the buffer, 3 waiting outside it
+    with pytest.raises(ValueError, match="max_buffered must be an int >= 0"):
+        registrations["block"].max_buffered = -1
+    for registration in registrations.values():
+        registration.resume()
+    await bus.drain(timeout=PROMPTLY)
+    assert heard == {
+        "oldest": [3, 4],
+        "newest": [0, 1],
+        "block": [0, 1, 2, 3, 4],
+        "error": [0, 1, 2, 3, 4],
+    }
+    assert len(failures) == 6
+    assert all(failure.dropped for failure in failures)
+    failures.clear()

@@ -484,6 +484,8 @@ async def test_pause_works_on_a_registration_without_max_concurrency(bus: EventB
 
     listener.resume()
     consumer.resume()
+    assert heard == []  # not inside resume(): at the loop's next turn
+    await bus.drain(timeout=5)
     assert heard == [0, 1, 2]
     async with asyncio.timeout(5):
         assert await reply == "later"
