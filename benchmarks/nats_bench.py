@@ -14,7 +14,9 @@ raw nats-py sends their digits and its responder sends the request's bytes back 
 encoding, no headers); TinyBus sends JSON with its ``Tb-`` headers and validates nothing (the
 handlers take ``Message``); FastStream's handlers take and return an ``int``, as its
 documentation shows, and its brokers log nothing per message (``logger=None``). Publish counts
-until the listener in the other connection has handled every event.
+until the listener in the other connection has handled every event. "raw nats-py with
+TinyBus's headers" is raw nats-py carrying the NATS headers TinyBus sends, and nothing else of
+TinyBus: the share of the gap that the headers alone make.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ from tinybus import EventBus, Message
 from tinybus.nats import NatsTransport
 
 RAW = "raw nats-py"
+RAW_HEADERS = "raw nats-py with TinyBus's headers"
 TINYBUS = "TinyBus"
 FASTSTREAM = "FastStream"
 IN_FLIGHT = 100
@@ -87,27 +91,35 @@ async def nats_server(url: str | None) -> AsyncIterator[str]:
 # -- contenders ----------------------------------------------------------------------------
 
 
-async def raw_nats(stack: AsyncExitStack, url: str, tally: Tally) -> tuple[Call, Publisher]:
+async def raw_nats(
+    stack: AsyncExitStack, url: str, tally: Tally, headers: bool = False
+) -> tuple[Call, Publisher]:
+    """Raw nats-py; ``headers``: with the NATS headers TinyBus sends (two on a request, one
+    on its reply and on a publish), and nothing else of TinyBus: what headers alone cost."""
     requester: Client = await nats.connect(url)
     responder: Client = await nats.connect(url)
     stack.push_async_callback(requester.close)
     stack.push_async_callback(responder.close)
+    asked = {"Tb-Kind": "request", "Tb-Timeout": "5.0"} if headers else None
+    replied = {"Tb-Kind": "reply"} if headers else None
+    published = {"Tb-Kind": "publish"} if headers else None
+    echoes, news = ("rawh.echo", "rawh.news") if headers else ("raw.echo", "raw.news")
 
     async def echo(msg: Msg) -> None:
-        await msg.respond(msg.data)
+        await responder.publish(msg.reply, msg.data, headers=replied)
 
     async def heard(msg: Msg) -> None:
         tally.hit()
 
-    await responder.subscribe("raw.echo", cb=echo)
-    await responder.subscribe("raw.news", cb=heard)
+    await responder.subscribe(echoes, cb=echo)
+    await responder.subscribe(news, cb=heard)
     await responder.flush()
 
     async def request(n: int) -> int:
-        return int((await requester.request("raw.echo", b"%d" % n, timeout=5)).data)
+        return int((await requester.request(echoes, b"%d" % n, 5, headers=asked)).data)
 
     async def publish(n: int) -> None:
-        await requester.publish("raw.news", b"%d" % n)
+        await requester.publish(news, b"%d" % n, headers=published)
 
     async def settle() -> None:
         await requester.flush()
@@ -186,7 +198,11 @@ SCENARIOS: list[tuple[str, Kind]] = [
 
 
 async def measure(url: str, rounds: int, seconds: float, progress: Progress) -> dict[str, Any]:
-    builds: dict[str, Build] = {RAW: raw_nats, TINYBUS: tinybus}
+    builds: dict[str, Build] = {
+        RAW: raw_nats,
+        RAW_HEADERS: partial(raw_nats, headers=True),
+        TINYBUS: tinybus,
+    }
     missing = faststream_missing()
     if missing is None:
         builds[FASTSTREAM] = faststream
@@ -211,7 +227,7 @@ async def measure(url: str, rounds: int, seconds: float, progress: Progress) -> 
 
 
 def report(results: dict[str, Any], mode: str, rounds: int, seconds: float, took: float) -> str:
-    names = [RAW, TINYBUS] + ([FASTSTREAM] if results["missing"] is None else [])
+    names = [RAW, RAW_HEADERS, TINYBUS] + ([FASTSTREAM] if results["missing"] is None else [])
     lines = [
         "# TinyBus over NATS against raw nats-py and FastStream",
         "",
@@ -274,7 +290,7 @@ def main() -> None:
     arguments = parser.parse_args()
     mode = "smoke" if arguments.smoke else "quick" if arguments.quick else "full"
     rounds, seconds = {"smoke": (1, 0.0), "quick": (3, 0.1), "full": (7, 0.5)}[mode]
-    contenders = 2 if faststream_missing() else 3
+    contenders = 3 if faststream_missing() else 4
     progress = Progress(len(SCENARIOS) * contenders * (rounds + 1), os.isatty(2))
 
     async def run() -> dict[str, Any]:

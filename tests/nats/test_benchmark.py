@@ -41,5 +41,5 @@ async def test_the_nats_benchmark_runs_in_its_smoke_mode(
     if importlib.util.find_spec("faststream") is None:
         assert "FastStream's NATS broker is not installed" in report
     else:
-        assert "| scenario | raw nats-py | TinyBus | FastStream |" in report
+        assert "| raw nats-py with TinyBus's headers | TinyBus | FastStream |" in report
     assert "TinyBus" in report.split("## Targets (issue 16)")[1]
