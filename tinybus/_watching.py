@@ -44,12 +44,24 @@ class Watching:
     @overload
     def stream[B](
         self,
+        address: AnyAddress,
+        *,
+        max_buffered: int = DEFAULT_STREAM_BUFFER,
+        overflow: Overflow = "block",
+        pipe: Sequence[Operator] | None = None,
+        local: bool = False,
+        body_type: type[B],
+    ) -> MessageStream[B]: ...
+    @overload
+    def stream[B](
+        self,
         address: Event[B],
         *,
         max_buffered: int = DEFAULT_STREAM_BUFFER,
         overflow: Overflow = "block",
         pipe: Sequence[Operator] | None = None,
         local: bool = False,
+        body_type: None = None,
     ) -> MessageStream[B]: ...
     @overload
     def stream(
@@ -60,6 +72,7 @@ class Watching:
         overflow: Overflow = "block",
         pipe: Sequence[Operator] | None = None,
         local: bool = False,
+        body_type: None = None,
     ) -> MessageStream[Any]: ...
     def stream(
         self,
@@ -69,6 +82,7 @@ class Watching:
         overflow: Overflow = "block",
         pipe: Sequence[Operator] | None = None,
         local: bool = False,
+        body_type: Any = None,
     ) -> MessageStream[Any]:
         """The messages published to ``address`` (or to every address matching a pattern), for
         ``async with bus.stream(address) as messages: async for message in messages: ...``.
@@ -77,15 +91,20 @@ class Watching:
         it exits: messages wait in its buffer of ``max_buffered`` while the loop body runs,
         under its ``overflow`` policy (``"block"`` holds publishers back; the drop policies
         count and report drops), after its ``pipe`` operators (over messages); ``local=True``
-        keeps it out of reach of other processes, as for ``bus.on``. The loop ends when the
-        block exits, the registration is unregistered or the bus closes.
+        keeps it out of reach of other processes, as for ``bus.on``. With ``body_type``, bodies
+        are validated and converted to it, as a listener's annotated ``Message[T]`` is: one
+        that does not fit is reported on ``bus.errors`` and never reaches the loop. The loop
+        ends when the block exits, the registration is unregistered or the bus closes.
         """
-        return self._stream(address, stream_options(max_buffered, overflow, pipe, local), False)
+        options = stream_options(max_buffered, overflow, pipe, local)
+        return self._stream(address, options, False, body_type)
 
     def _stream(
-        self, address: AnyAddress, options: RegistrationOptions, once: bool
+        self, address: AnyAddress, options: RegistrationOptions, once: bool, body_type: Any
     ) -> MessageStream[Any]:
         routed = to_address(address)
+        if body_type is not None:
+            options["validate"] = True  # (asked for by name, whatever the bus's default)
         check_registration_options(options)  # (wrong options fail here, not at the block)
         registry = self._registry
         loop = self._loop
@@ -95,8 +114,18 @@ class Watching:
             options,
             lambda: loop.closed,
             once,
+            body_type,
         )
 
+    @overload
+    async def next[B](
+        self,
+        address: AnyAddress,
+        *,
+        timeout: float | None = None,
+        pipe: Sequence[Operator] | None = None,
+        body_type: type[B],
+    ) -> Message[B]: ...
     @overload
     async def next[B](
         self,
@@ -104,6 +133,7 @@ class Watching:
         *,
         timeout: float | None = None,
         pipe: Sequence[Operator] | None = None,
+        body_type: None = None,
     ) -> Message[B]: ...
     @overload
     async def next(
@@ -112,6 +142,7 @@ class Watching:
         *,
         timeout: float | None = None,
         pipe: Sequence[Operator] | None = None,
+        body_type: None = None,
     ) -> Message[Any]: ...
     async def next(
         self,
@@ -119,18 +150,20 @@ class Watching:
         *,
         timeout: float | None = None,
         pipe: Sequence[Operator] | None = None,
+        body_type: Any = None,
     ) -> Message[Any]:
         """The next message published to ``address`` (or a pattern) from now on, that gets
         through ``pipe`` if given (``pipe=[ops.filter(...)]``: the next that matches).
 
         ``TimeoutError`` when none comes within ``timeout`` seconds (default: the bus's
-        ``default_timeout``), ``BusClosedError`` when the bus closes first. It listens from
+        ``default_timeout``), ``BusClosedError`` when the bus closes first. ``body_type``
+        validates and converts bodies as for ``stream``. It listens from
         the moment it is awaited: for a message your own code is about to cause, open a
         ``stream`` first and call its ``next()`` after causing it.
         """
         seconds = self._default_timeout if timeout is None else check_timeout(timeout)
         options = stream_options(0, "block", pipe, False)
-        async with self._stream(address, options, True) as one:
+        async with self._stream(address, options, True, body_type) as one:
             return await one.next(seconds)
 
     def observe(self, address: AnyAddress) -> Observable[Message[Any]]:

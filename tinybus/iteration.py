@@ -41,6 +41,7 @@ class MessageStream[T]:
 
     __slots__ = (
         "_address",
+        "_body_type",
         "_closed",
         "_ended",
         "_item",
@@ -58,8 +59,10 @@ class MessageStream[T]:
         options: RegistrationOptions,
         closed: Callable[[], bool],
         once: bool = False,
+        body_type: Any = None,
     ) -> None:
         self._address = address
+        self._body_type = body_type  # bodies validated (and converted) to it, if given
         self._once = once  # ends after its first message (``bus.next``)
         self._closed = closed  # whether the bus is closed
         self._register = register
@@ -89,6 +92,10 @@ class MessageStream[T]:
             self._hand_over(message)
 
         hand_over.__qualname__ = hand_over.__name__ = "bus.stream"  # (named in failures)
+        if self._body_type is not None:
+            # Validated at the boundary as a handler's annotation is: a body that does not fit
+            # is the stream's failure (on bus.errors), and the loop never sees it.
+            hand_over.__annotations__ = {"message": Message[self._body_type], "return": None}
 
         registration = self._registration = self._register(hand_over, self._options)
         registration.on_unregistered(self._end)

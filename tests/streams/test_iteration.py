@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pydantic import BaseModel
 from reactivex import operators as ops
 
 from tinybus import (
@@ -21,6 +22,7 @@ from tinybus import (
     HandlerFailure,
     Message,
     MessageDroppedError,
+    MessageValidationError,
 )
 from tinybus.testing import FailureLog, run_virtual
 
@@ -268,3 +270,40 @@ async def test_next_fails_when_the_bus_closes_first() -> None:
 async def test_next_checks_its_timeout(bus: EventBus) -> None:
     with pytest.raises(ValueError, match="timeout must be a positive number"):
         await bus.next("x", timeout=0)
+
+
+class Order(BaseModel):
+    id: int
+    item: str
+
+
+async def test_body_type_validates_and_converts_and_a_misfit_never_reaches_the_loop(
+    bus: EventBus, failures: FailureLog
+) -> None:
+    async with bus.stream("orders", body_type=Order) as orders:
+        await bus.publish("orders", {"id": 1, "item": "tea"})
+        await bus.publish("orders", {"id": "not a number"})
+        await bus.publish("orders", Order(id=2, item="cake"))
+        first = await orders.next(timeout=1)
+        second = await orders.next(timeout=1)
+    assert (first.body, second.body) == (Order(id=1, item="tea"), Order(id=2, item="cake"))
+    failure = failures.expect(MessageValidationError)
+    assert failure.message is not None
+    assert failure.message.body == {"id": "not a number"}
+
+
+async def test_body_type_holds_on_a_bus_that_does_not_validate() -> None:
+    async with EventBus(validate=False) as unvalidated:
+        seen: list[HandlerFailure] = []
+        unvalidated.errors.subscribe(seen.append)
+
+        async def publish_soon() -> None:
+            await asyncio.sleep(0)
+            await unvalidated.publish("numbers", "seven")
+            await unvalidated.publish("numbers", "7")
+
+        publisher = asyncio.create_task(publish_soon())
+        message = await unvalidated.next("numbers", timeout=1, body_type=int)
+        await publisher
+    assert message.body == 7
+    assert [type(failure.exception) for failure in seen] == [MessageValidationError]
