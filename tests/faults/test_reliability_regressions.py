@@ -204,28 +204,47 @@ def semaphored_listeners(bus: EventBus, count: int, finished: list[int]) -> None
         bus.on("work", make(n))
 
 
-@pytest.mark.parametrize("waiter", ["close", "drain"])
-async def test_defect_2_drain_and_close_cost_o1_per_handler_that_ends(waiter: str) -> None:
-    """Defect 2: ``drain()`` and ``close()`` cost O(n) each time one handler finished. With
-    10,000 listeners of one address behind an ``asyncio.Semaphore(10)`` and one publish,
-    ``close()`` took 5.3 s and its grace period ended with only 3,551 finished; ``drain()``
-    with 8,000 took 43 s. Now all 10,000 finish, in well under a few seconds."""
+def per_item_growth(small: tuple[int, float], large: tuple[int, float]) -> float:
+    """How much the cost of one item grew from the small run to the large one, each given as
+    (items, seconds) measured in the same process. A cost of O(1) per item keeps this near 1,
+    O(n) per item makes it the ratio of the sizes; only this ratio is asserted, never a time,
+    so a loaded machine slows both runs alike."""
+    (small_items, small_seconds), (large_items, large_seconds) = small, large
+    return (large_seconds / large_items) / (small_seconds / small_items)
+
+
+async def drain_or_close_after_one_publish(waiter: str, listeners: int) -> tuple[int, float]:
+    """``listeners`` semaphored listeners, one publish, then ``close()`` or ``drain()``:
+    how many there were and how long the wait took, once all of them finished."""
     bus = EventBus(default_timeout=5.0, close_timeout=0.1)
     finished: list[int] = []
-    semaphored_listeners(bus, QUIET_LISTENERS, finished)
+    semaphored_listeners(bus, listeners, finished)
     try:
         started = time.perf_counter()
         bus.publish_nowait("work", None)
-        async with asyncio.timeout(10.0):
+        async with asyncio.timeout(30.0):
             if waiter == "close":
-                await bus.close(timeout=10.0)
+                await bus.close(timeout=30.0)
             else:
                 await bus.drain()
         elapsed = time.perf_counter() - started
     finally:
         await bus.close(timeout=0.1)
-    assert len(finished) == QUIET_LISTENERS, f"{len(finished)} finished"
-    assert elapsed < 3.0, f"{waiter}() took {elapsed:.2f} s"
+    assert len(finished) == listeners, f"{len(finished)} of {listeners} finished"
+    return listeners, elapsed
+
+
+@pytest.mark.parametrize("waiter", ["close", "drain"])
+async def test_defect_2_drain_and_close_cost_o1_per_handler_that_ends(waiter: str) -> None:
+    """Defect 2: ``drain()`` and ``close()`` cost O(n) each time one handler finished. With
+    10,000 listeners of one address behind an ``asyncio.Semaphore(10)`` and one publish,
+    ``close()`` took 5.3 s and its grace period ended with only 3,551 finished; ``drain()``
+    with 8,000 took 43 s. Now all finish, and ten times the listeners cost about ten times
+    the wait (O(n) per handler would make it a hundred times)."""
+    small = await drain_or_close_after_one_publish(waiter, QUIET_LISTENERS // 10)
+    large = await drain_or_close_after_one_publish(waiter, QUIET_LISTENERS)
+    growth = per_item_growth(small, large)
+    assert growth < 4.0, f"each handler's end cost {growth:.1f}x more with 10x the handlers"
 
 
 # -- 3. one deadline timer, whatever the timeouts ----------------------------------------------
@@ -286,14 +305,10 @@ def crowd_of_handlers(count: int) -> list[Callable[[Any], None]]:
     return [make(n) if n % 2 == 0 else functools.partial(shared, n) for n in range(count)]
 
 
-@pytest.mark.parametrize("role", ["listener", "consumer"])
-async def test_defect_4_registering_and_unregistering_at_one_address_cost_o1(role: str) -> None:
-    """Defect 4: registering or unregistering at one address cost O(n) each: 64,000
-    listeners (distinct functions or ``functools.partial`` objects) registered then
-    unregistered took 22 s + 25 s, and the same for consumers. Now a few seconds at most
-    (about 1.5-2.5 s to register here, nearly all of it reading each handler's signature,
-    which is linear; unregistering in a shuffled order, about 0.1 s)."""
-    handlers = crowd_of_handlers(CROWD)
+async def register_then_unregister(role: str, count: int) -> tuple[tuple[int, float], ...]:
+    """``count`` handlers registered at one address, then unregistered in a shuffled order:
+    (count, seconds) for each of the two steps."""
+    handlers = crowd_of_handlers(count)
     async with EventBus(default_timeout=5.0, close_timeout=0.1) as bus:
         register = bus.on if role == "listener" else bus.consumer
         gc.collect()
@@ -302,19 +317,33 @@ async def test_defect_4_registering_and_unregistering_at_one_address_cost_o1(rol
             started = time.perf_counter()
             registrations = [register("crowded", handler) for handler in handlers]
             registering = time.perf_counter() - started
+            assert all(registration.is_registered for registration in registrations)
+            random.Random(4).shuffle(registrations)
+            started = time.perf_counter()
+            for registration in registrations:
+                registration.unregister()
+            unregistering = time.perf_counter() - started
         finally:
             gc.enable()
-        assert all(registration.is_registered for registration in registrations)
-        rng = random.Random(4)
-        rng.shuffle(registrations)
-        started = time.perf_counter()
-        for registration in registrations:
-            registration.unregister()
-        unregistering = time.perf_counter() - started
         assert "crowded" not in bus.stats().addresses
         assert bus.get_consumers() == []
-    assert registering < 10.0, f"registering {CROWD} {role}s took {registering:.2f} s"
-    assert unregistering < 2.0, f"unregistering {CROWD} {role}s took {unregistering:.2f} s"
+    return (count, registering), (count, unregistering)
+
+
+@pytest.mark.parametrize("role", ["listener", "consumer"])
+async def test_defect_4_registering_and_unregistering_at_one_address_cost_o1(role: str) -> None:
+    """Defect 4: registering or unregistering at one address cost O(n) each: 64,000
+    listeners (distinct functions or ``functools.partial`` objects) registered then
+    unregistered took 22 s + 25 s, and the same for consumers. Now four times the crowd
+    costs about four times as much to register and to unregister (O(n) each would make it
+    sixteen times). Both crowds are larger than the CPU's caches, whose misses alone make a
+    shuffled unregistering of a crowd that fits in them up to five times cheaper per item."""
+    small_registering, small_unregistering = await register_then_unregister(role, CROWD // 4)
+    large_registering, large_unregistering = await register_then_unregister(role, CROWD)
+    growth = per_item_growth(small_registering, large_registering)
+    assert growth < 2.5, f"registering one {role} cost {growth:.1f}x more in a 4x crowd"
+    growth = per_item_growth(small_unregistering, large_unregistering)
+    assert growth < 2.5, f"unregistering one {role} cost {growth:.1f}x more in a 4x crowd"
 
 
 # -- 5. a handler's close() while a close is running -------------------------------------------
@@ -742,25 +771,3 @@ def test_scale_at_most_10_tracked_objects_per_address_with_one_listener() -> Non
     per_address = (len(gc.get_objects()) - before - 1) / count  # (-1: the list itself)
     assert per_address <= 10, f"{per_address:.2f} tracked objects per address"
     assert len(registrations) == count
-
-
-def test_scale_a_full_gc_collect_with_100000_addresses_takes_under_half_a_second() -> None:
-    """Scale target: a full ``gc.collect()`` at a million addresses of one listener each
-    takes under a second; here a tenth of them, with a bound of half a second (it took about
-    0.5 s at 100,000 addresses before, when each held 24-25 tracked objects)."""
-
-    def listener(body: Any) -> None: ...
-
-    bus = EventBus()
-    gc.collect()
-    gc.disable()  # registering is set-up, not what is measured
-    try:
-        registrations = [bus.on(f"address.{n}", listener) for n in range(100_000)]
-    finally:
-        gc.enable()
-    gc.collect()  # the first collection moves everything to the oldest generation
-    started = time.perf_counter()
-    gc.collect()
-    elapsed = time.perf_counter() - started
-    assert elapsed < 0.5, f"a full gc.collect() took {elapsed:.2f} s"
-    assert len(registrations) == 100_000
