@@ -95,14 +95,15 @@ async def raw_nats(
     stack: AsyncExitStack, url: str, tally: Tally, headers: bool = False
 ) -> tuple[Call, Publisher]:
     """Raw nats-py; ``headers``: with the NATS headers TinyBus sends (two on a request, one
-    on its reply and on a publish), and nothing else of TinyBus: what headers alone cost."""
+    on its reply, none on a publish without headers of its own), and nothing else of TinyBus:
+    what headers alone cost."""
     requester: Client = await nats.connect(url)
     responder: Client = await nats.connect(url)
     stack.push_async_callback(requester.close)
     stack.push_async_callback(responder.close)
     asked = {"Tb-Kind": "request", "Tb-Timeout": "5.0"} if headers else None
     replied = {"Tb-Kind": "reply"} if headers else None
-    published = {"Tb-Kind": "publish"} if headers else None
+    published = None  # (TinyBus sends a publish without headers of its own as a plain message)
     echoes, news = ("rawh.echo", "rawh.news") if headers else ("raw.echo", "raw.news")
 
     async def echo(msg: Msg) -> None:

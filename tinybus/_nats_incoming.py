@@ -68,7 +68,8 @@ class Incoming:
             address = self._address(msg, EVENTS)
             self._imported(address)
             message = self._message(msg, address)
-            kind = (msg.headers or {}).get(wire.KIND)
+            headers = msg.headers
+            kind = "publish" if headers is None else headers.get(wire.KIND)  # (plain: publish)
             if kind != "publish":
                 raise wire.WireError(f"its {wire.KIND} is {kind!r}, not 'publish'")
         except HandlerNotFoundError as exc:  # (outside the imports)
