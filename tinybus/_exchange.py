@@ -178,13 +178,6 @@ class Exchange:
         future = self.future
         return not (self.abandoned or (future is not None and future.done()))
 
-    def _first(self, what: str) -> bool:
-        if self.answered:
-            logger.debug("ignored %s for %r: already answered", what, self.address)
-            return False
-        self.answered = True
-        return True
-
     def reply(
         self, body: object, headers: Mapping[str, str] | None, options: DeliveryOptions | None
     ) -> None:
@@ -205,10 +198,12 @@ class Exchange:
         self.sink(reply)
 
     def fail(self, code: int, text: str) -> None:
-        if self._first("a failure"):
-            named = self.reply_address if self.leg else self.address
-            error = ReplyFailedError(named, code, text)
-            self.sink(Reply(self.reply_address, None, error, self.source))
+        if self.answered:
+            logger.debug("ignored a failure for %r: already answered", self.address)
+            return
+        named = self.reply_address if self.leg else self.address
+        error = ReplyFailedError(named, code, text)
+        self.send(Reply(self.reply_address, None, error, self.source), None)
 
     async def reply_and_request(
         self,
@@ -244,7 +239,7 @@ class Exchange:
                 reply = answers.shape(reply, None)
             except FATAL:
                 raise
-            except BaseException as exc:  # a codec's: the request fails with it
+            except BaseException as exc:  # a codec's or an interceptor's: the request fails
                 error = HandlerExecutionError(self.address, exc)
                 reply = Reply(self.reply_address, None, error, source)
         self.sink(reply)
@@ -256,8 +251,17 @@ class Exchange:
             return False
         if wrap:
             error = HandlerExecutionError(self.address, error)
+        reply = Reply(self.reply_address, None, error, self.source, counted=counted)
+        answers = self.conversations.answers
+        if answers.active:
+            try:
+                reply = answers.shape(reply, None)
+            except FATAL:
+                raise
+            except BaseException:  # an interceptor's: the failure goes on as it was
+                logger.exception("an interceptor raised on a failure for %r", self.address)
         self.answered = True
-        self.sink(Reply(self.reply_address, None, error, self.source, counted=counted))
+        self.sink(reply)
         return True
 
     def _checked(self, value: object) -> Reply:

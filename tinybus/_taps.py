@@ -17,7 +17,7 @@ from reactivex import abc
 from ._exchange import Reply
 from ._subject import LoopSubject
 from .errors import handler_name
-from .message import EMPTY_HEADERS, Envelope, Kind, Message, make_message
+from .message import Envelope, Kind, Message, freeze_headers, make_message
 
 logger = logging.getLogger("tinybus")
 
@@ -35,7 +35,10 @@ class _Relay(abc.ObserverBase[Reply]):
     def on_next(self, value: Reply) -> None:
         failed = value.error is not None
         message = make_message(
-            value.error if failed else value.body, value.reply_address, EMPTY_HEADERS, "reply"
+            value.error if failed else value.body,
+            value.reply_address,
+            freeze_headers(value.headers),
+            "reply",
         )
         if failed:
             message.kind = "failure"
@@ -65,6 +68,14 @@ class Taps:
 
     def outbound(self, kind: Kind, message: Message[Any]) -> Message[Any]:
         """``message`` after the interceptors, shown to ``observe_all()`` subscribers."""
+        message = self.intercept(kind, message)
+        if len(self.subject):
+            self.subject.on_next(Envelope(kind, message))
+        return message
+
+    def intercept(self, kind: Kind, message: Message[Any]) -> Message[Any]:
+        """``message`` after the interceptors (a message on its way in, or an answer on its
+        way back: ``"reply"``, ``"failure"``)."""
         for interceptor in self.interceptors:
             replaced = cast(object, interceptor(Envelope(kind, message)))
             if replaced is None:
@@ -81,8 +92,6 @@ class Taps:
                     "it may change headers (message.with_headers) but not where it goes"
                 )
             message = changed
-        if len(self.subject):
-            self.subject.on_next(Envelope(kind, message))
         return message
 
     def add(self, interceptor: Interceptor) -> None:

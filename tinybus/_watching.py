@@ -11,6 +11,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from ._address import AddressLike, AnyAddress, to_address
+from ._answers import Answers
 from ._failures import Failures
 from ._flow import Overflow
 from ._loop import LoopBinding
@@ -37,6 +38,7 @@ class Watching:
     _loop: LoopBinding
     _routes: Routes
     _taps: Taps
+    _answers: Answers
     _failures: Failures
     _registry: Registry
     _default_timeout: float
@@ -199,13 +201,23 @@ class Watching:
         replacement (``envelope.message.with_headers({...})``) that handlers then see. To
         reject the message it raises: the sender's call raises that exception, and no handler
         sees the message. Interceptors run in the order they were added, synchronously.
+
+        Answers go through them too, at the consumer, before the requester gets them (as
+        Vert.x's outbound interceptors see replies): ``Envelope("reply", ...)``, whose headers
+        it may stamp or body replace, and ``Envelope("failure", ...)``, whose body is the error
+        the requester gets, which it may see but not change. Raising on a reply fails the
+        request (``HandlerExecutionError`` wrapping it; for an explicit ``message.reply`` or
+        ``fail``, that call raises it and the request stays unanswered); raising on a failure
+        the handler caused is logged, and the failure goes on unchanged.
         """
         self._taps.add(interceptor)
+        self._answers.refresh()
         return interceptor
 
     def remove_interceptor(self, interceptor: Interceptor) -> None:
         """Remove ``interceptor`` (nothing happens when it is not there)."""
         self._taps.remove(interceptor)
+        self._answers.refresh()
 
     @property
     def errors(self) -> Observable[HandlerFailure]:

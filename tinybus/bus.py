@@ -83,7 +83,7 @@ class EventBus(Registering, Watching, Sending):
         self._replies = replies = ReplySubject(loop.get, counts)
         self._taps = taps = Taps(replies)
         self._codecs = codecs = CodecRegistry()
-        self._answers = answers = Answers(codecs)
+        self._answers = answers = Answers(codecs, taps)
         self._dispatch = dispatch = Dispatch(routes, tasks, taps, codecs, counts, transport)
         self._registry = Registry(loop, routes, tasks, failures, scheduler, validate, transport)
         self._requests = requests = Requests(

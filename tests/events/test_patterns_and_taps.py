@@ -641,7 +641,7 @@ async def test_a_message_with_the_required_header_passes_the_interceptor(bus: Ev
 
 async def test_interceptors_run_in_the_order_added_and_see_the_kind(bus: EventBus) -> None:
     """Each interceptor gets the previous one's result; all are told the kind of message,
-    and replies do not go through them."""
+    and the reply goes through them too, on its way back."""
     calls: list[tuple[str, str, dict[str, str]]] = []
 
     @bus.add_interceptor
@@ -658,11 +658,12 @@ async def test_interceptors_run_in_the_order_added_and_see_the_kind(bus: EventBu
     bus.consumer("c", lambda message: seen.append(message.headers["order"]) or "ok")
     await bus.publish("c", 1)
     await bus.send("c", 2)
-    assert await bus.request("c", 3) == "ok"
+    reply = await bus.request("c", 3, full=True)
+    assert (reply.body, reply.headers["order"]) == ("ok", "first,second")
     assert seen == ["first,second"] * 3
     assert calls == [
         (name, kind, headers)
-        for kind in ("publish", "send", "request")
+        for kind in ("publish", "send", "request", "reply")
         for name, headers in (("first", {}), ("second", {"order": "first"}))
     ]
 

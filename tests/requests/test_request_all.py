@@ -144,7 +144,7 @@ async def test_interceptors_run_once_for_the_whole_gather(bus: EventBus) -> None
     bus.consumer("census", lambda message: message.headers.get("x"))
     gathered = await bus.request_all("census", None, headers={"x": "1"})
     assert gathered.replies == ["1", "1"]
-    assert seen == ["request"]
+    assert seen == ["request", "reply", "reply"]  # the request once, and each answer
 
 
 async def test_response_type_turns_a_reply_that_does_not_fit_into_a_failure(bus: EventBus) -> None:

@@ -23,6 +23,7 @@ from tests.conftest import Gate
 from tinybus import (
     BufferFullError,
     DeliveryOptions,
+    Envelope,
     EventBus,
     EventBusError,
     FailureKind,
@@ -1530,3 +1531,54 @@ async def test_a_live_max_buffered_applies_the_overflow_policy_to_what_is_over_i
     assert len(failures) == 6
     assert all(failure.dropped for failure in failures)
     failures.clear()
+
+
+# -- second pass: outbound interceptors see replies and failures --------------------------------
+
+
+async def test_outbound_interceptors_see_replies_and_failures_at_the_consumer(
+    bus: EventBus,
+) -> None:
+    """Vert.x's outbound interceptors see a reply as it is sent
+    (``testOutboundInterceptorOnReply``):
+    they may stamp it, see a failure, and reject either."""
+    seen: list[tuple[str, object]] = []
+
+    @bus.add_interceptor
+    def watch(envelope: Envelope) -> Message[Any] | None:
+        seen.append((envelope.kind, envelope.body))
+        if envelope.kind == "reply" and envelope.body == "refuse":
+            raise PermissionError("no such reply")
+        if envelope.kind == "failure" and isinstance(envelope.body, ReplyFailedError):
+            raise RuntimeError("an interceptor that fails on a failure")
+        if envelope.kind == "reply":
+            return envelope.message.with_headers({"seen": "yes"})
+        return None
+
+    def answer(message: Message[Any]) -> Any:
+        if message.body == "raise":
+            raise KeyError("boom")
+        if message.body == "fail":
+            message.fail(7, "failed")
+            return None
+        return message.body
+
+    bus.consumer("svc", answer)
+    reply = await bus.request("svc", "ok", full=True)
+    assert (reply.body, dict(reply.headers)) == ("ok", {"seen": "yes"})
+    with pytest.raises(HandlerExecutionError) as refused:
+        await bus.request("svc", "refuse")
+    assert isinstance(refused.value.original_error, PermissionError)
+    with pytest.raises(HandlerExecutionError) as raised:
+        await bus.request("svc", "raise")
+    assert isinstance(raised.value.original_error, KeyError)
+    with pytest.raises(HandlerExecutionError) as failed:  # fail() raised the interceptor's
+        await bus.request("svc", "fail")
+    assert isinstance(failed.value.original_error, RuntimeError)
+    kinds = [kind for kind, _ in seen]
+    # ok: its reply; refuse: its reply, rejected (that failure is not intercepted again);
+    # raise: its failure; fail: the failure fail() gave, then the handler's, once fail() raised.
+    assert kinds == [
+        *("request", "reply", "request", "reply"),
+        *("request", "failure", "request", "failure", "failure"),
+    ]
