@@ -94,15 +94,15 @@ async def nats_server(url: str | None) -> AsyncIterator[str]:
 async def raw_nats(
     stack: AsyncExitStack, url: str, tally: Tally, headers: bool = False
 ) -> tuple[Call, Publisher]:
-    """Raw nats-py; ``headers``: with the NATS headers TinyBus sends (two on a request, one
-    on its reply, none on a publish without headers of its own), and nothing else of TinyBus:
+    """Raw nats-py; ``headers``: with the NATS headers TinyBus sends (two on a request, none on
+    a plain reply or on a publish without headers of its own), and nothing else of TinyBus:
     what headers alone cost."""
     requester: Client = await nats.connect(url)
     responder: Client = await nats.connect(url)
     stack.push_async_callback(requester.close)
     stack.push_async_callback(responder.close)
     asked = {"Tb-Kind": "request", "Tb-Timeout": "5.0"} if headers else None
-    replied = {"Tb-Kind": "reply"} if headers else None
+    replied = None  # (TinyBus sends a plain reply without headers)
     published = None  # (TinyBus sends a publish without headers of its own as a plain message)
     echoes, news = ("rawh.echo", "rawh.news") if headers else ("raw.echo", "raw.news")
 

@@ -21,7 +21,7 @@ from .message import REPLY_PREFIX, Message, new_message_id
 if TYPE_CHECKING:
     from ._transport import TransportHost
 
-type Post = Callable[[tuple[str, str, bytes, dict[str, str]]], None]
+type Post = Callable[[tuple[str, str, bytes, dict[str, str] | None]], None]
 
 
 class Incoming:
@@ -141,7 +141,15 @@ class Incoming:
                 headers[wire.HEADERS] = wire.encode_headers(reply.headers)
             if reply.next_address is not None:  # a conversation: its answer comes here
                 headers[wire.NEXT] = f"{self.inbox}.{reply.next_address.removeprefix(REPLY_PREFIX)}"
-            self.post((reply_subject, "", payload, headers))
+            # A plain reply (JSON, nothing else) goes without NATS headers, as a publish does.
+            self.post(
+                (
+                    reply_subject,
+                    "",
+                    payload,
+                    None if len(headers) == 1 and headers[wire.KIND] == "reply" else headers,
+                )
+            )
 
         return answer
 
@@ -150,8 +158,12 @@ class Incoming:
         if self.closed:
             return
         token = msg.subject[len(self.inbox) + 1 :]
-        headers = msg.headers or {}
-        kind = headers.get(wire.KIND)
+        headers = msg.headers
+        if headers is None:  # a plain reply: JSON, no headers of its own
+            headers = {}
+            kind = "reply"
+        else:
+            kind = headers.get(wire.KIND)
         host = self.host
         if kind is None and headers.get(wire.STATUS) == "503":
             failed = self.pending.no_responders(token)
