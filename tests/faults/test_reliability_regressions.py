@@ -234,6 +234,18 @@ async def drain_or_close_after_one_publish(waiter: str, listeners: int) -> tuple
     return listeners, elapsed
 
 
+async def best_of_three(waiter: str, listeners: int) -> tuple[int, float]:
+    """The quickest of three runs, with the collector off: the runs last milliseconds, so one
+    preemption by another process, or a collection, would otherwise decide the ratio."""
+    gc.collect()
+    gc.disable()
+    try:
+        runs = [await drain_or_close_after_one_publish(waiter, listeners) for _ in range(3)]
+    finally:
+        gc.enable()
+    return min(runs, key=lambda run: run[1])
+
+
 @pytest.mark.parametrize("waiter", ["close", "drain"])
 async def test_defect_2_drain_and_close_cost_o1_per_handler_that_ends(waiter: str) -> None:
     """Defect 2: ``drain()`` and ``close()`` cost O(n) each time one handler finished. With
@@ -241,8 +253,8 @@ async def test_defect_2_drain_and_close_cost_o1_per_handler_that_ends(waiter: st
     ``close()`` took 5.3 s and its grace period ended with only 3,551 finished; ``drain()``
     with 8,000 took 43 s. Now all finish, and ten times the listeners cost about ten times
     the wait (O(n) per handler would make it a hundred times)."""
-    small = await drain_or_close_after_one_publish(waiter, QUIET_LISTENERS // 10)
-    large = await drain_or_close_after_one_publish(waiter, QUIET_LISTENERS)
+    small = await best_of_three(waiter, QUIET_LISTENERS // 10)
+    large = await best_of_three(waiter, QUIET_LISTENERS)
     growth = per_item_growth(small, large)
     assert growth < 4.0, f"each handler's end cost {growth:.1f}x more with 10x the handlers"
 
