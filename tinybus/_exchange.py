@@ -233,15 +233,8 @@ class Exchange:
             reply = Reply(self.reply_address, value, None, source)
         else:
             reply = self._checked(value)
-        answers = self.conversations.answers
-        if answers.active:
-            try:
-                reply = answers.shape(reply, None)
-            except FATAL:
-                raise
-            except BaseException as exc:  # a codec's or an interceptor's: the request fails
-                error = HandlerExecutionError(self.address, exc)
-                reply = Reply(self.reply_address, None, error, source)
+        if self.conversations.answers.active:
+            reply = self._shaped(reply, self._failed_by)  # (what shaping raised fails it)
         self.sink(reply)
 
     def settle_failure(self, error: BaseException, wrap: bool, counted: bool = False) -> bool:
@@ -252,17 +245,32 @@ class Exchange:
         if wrap:
             error = HandlerExecutionError(self.address, error)
         reply = Reply(self.reply_address, None, error, self.source, counted=counted)
-        answers = self.conversations.answers
-        if answers.active:
-            try:
-                reply = answers.shape(reply, None)
-            except FATAL:
-                raise
-            except BaseException:  # an interceptor's: the failure goes on as it was
-                logger.exception("an interceptor raised on a failure for %r", self.address)
+        if self.conversations.answers.active:
+            reply = self._shaped(reply, lambda exc: self._kept(reply, exc))
         self.answered = True
         self.sink(reply)
         return True
+
+    def _shaped(self, reply: Reply, failed: Callable[[BaseException], Reply]) -> Reply:
+        """``reply`` shaped on its way out (``Answers``), or, when a codec or an interceptor
+        raised, what ``failed`` makes of that: the handler's outcome must go on."""
+        try:
+            return self.conversations.answers.shape(reply, None)
+        except FATAL:
+            raise
+        except BaseException as exc:
+            return failed(exc)
+
+    def _failed_by(self, exc: BaseException) -> Reply:
+        """A return value shaping refused: the request fails with what it raised."""
+        return Reply(
+            self.reply_address, None, HandlerExecutionError(self.address, exc), self.source
+        )
+
+    def _kept(self, reply: Reply, exc: BaseException) -> Reply:
+        """A failure an interceptor raised on goes on as it was; the raise is logged."""
+        logger.error("an interceptor raised on a failure for %r", self.address, exc_info=exc)
+        return reply
 
     def _checked(self, value: object) -> Reply:
         """The reply for ``value``, converted to the consumer's declared return type, or the

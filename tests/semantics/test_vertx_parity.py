@@ -12,6 +12,7 @@ behaviour under test can end it, and awaited with a short bound.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Coroutine
@@ -1582,3 +1583,26 @@ async def test_outbound_interceptors_see_replies_and_failures_at_the_consumer(
         *("request", "reply", "request", "reply"),
         *("request", "failure", "request", "failure", "failure"),
     ]
+
+
+async def test_an_interceptor_raising_on_a_handlers_failure_leaves_it_and_is_logged(
+    bus: EventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The handler's failure still reaches its requester; the interceptor's raise is logged."""
+
+    @bus.add_interceptor
+    def breaks_on_failures(envelope: Envelope) -> None:
+        if envelope.kind == "failure":
+            raise RuntimeError("the interceptor's own bug")
+
+    bus.consumer("svc", lambda message: {}[message.body])
+    with (
+        caplog.at_level(logging.ERROR, logger="tinybus"),
+        pytest.raises(HandlerExecutionError) as caught,
+    ):
+        await bus.request("svc", "missing")
+    assert isinstance(caught.value.original_error, KeyError)
+    logged = [r for r in caplog.records if r.name == "tinybus"]
+    assert [r.getMessage() for r in logged] == ["an interceptor raised on a failure for 'svc'"]
+    assert logged[0].exc_info is not None
+    assert isinstance(logged[0].exc_info[1], RuntimeError)
