@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 from reactivex import abc
 
 from ._failures import Failures, call_ended
+from ._outcomes import Outcomes
 from ._tasks import Tasks
 from ._validation import HandlerTypes
 from .errors import (
     EventBusError,
     HandlerExecutionError,
-    HandlerFailure,
     MessageDroppedError,
     MessageValidationError,
     handler_name,
@@ -48,10 +48,6 @@ SENT_TO = "the body sent to"
 PIPE_EMITTED = "what the pipe emitted at"
 # Not caught for the handler: they stop the program, wherever they are raised.
 FATAL = (KeyboardInterrupt, SystemExit)
-# Re-raised after being handed on: a handler's task ends with them (cancelled, or closed);
-# in the caller's task (an inline turn), a handler's own cancellation is its failure only.
-ENDS_TASK = (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt, SystemExit)
-ENDS_CALLER = (GeneratorExit, KeyboardInterrupt, SystemExit)
 
 
 COROUTINE: type = CoroutineType  # (a type check that type checkers do not narrow on)
@@ -62,7 +58,7 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
-class Endpoint(abc.ObserverBase[Message[Any]]):
+class Endpoint(Outcomes, abc.ObserverBase[Message[Any]]):
     """One registration: an observer of its address's Subject, and the way to its handler."""
 
     __slots__ = (
@@ -354,58 +350,6 @@ class Endpoint(abc.ObserverBase[Message[Any]]):
         finally:
             if not watched and self.tasks.running:
                 self.tasks.leave()
-
-    def settle(self, message: Message[Any], value: Any) -> None:
-        """A request's handler returned ``value``: its answer (unless one was given)."""
-        if message.kind == "request":
-            message.responder.settle(value)  # pyright: ignore[reportOptionalMemberAccess]
-
-    def raised(self, message: Message[Any] | None, exc: BaseException, own_task: bool) -> bool:
-        """What the handler's coroutine raised, handed on; whether it must be raised on: in
-        the handler's own task, a cancellation (the task ends cancelled), an interrupt, the
-        coroutine being closed; in the caller's task (an inline turn), the caller's own
-        cancellation, which is not the handler's failure, an interrupt, a closing."""
-        if isinstance(exc, asyncio.CancelledError):
-            if own_task and self.tasks.closing:
-                return True  # close()'s own: its requesters have their BusClosedError already
-            if not own_task:
-                caller = asyncio.current_task()
-                if caller is not None and caller.cancelling():
-                    return True  # the caller's cancellation: the handler's only through it
-        self.settle_failure(message, exc)
-        return isinstance(exc, ENDS_TASK if own_task else ENDS_CALLER)
-
-    # -- outcomes ----------------------------------------------------------------------------
-
-    def settle_failure(
-        self, message: Message[Any] | None, exc: BaseException, wrap: bool = True
-    ) -> None:
-        """The handler raised ``exc`` (or its argument was invalid: ``wrap=False``): the
-        requester's answer for a request, else a failure on ``bus.errors``."""
-        if message is None or message.kind != "request":
-            self.report(message, exc)
-        elif not message.responder.settle_failure(exc, wrap):  # type: ignore[union-attr]
-            self.report(message, exc)  # its requester has its answer already
-
-    def report(self, message: Message[Any] | None, exc: BaseException) -> None:
-        """A failure nobody awaits (drops are counted where they happen)."""
-        if not isinstance(exc, MessageDroppedError):
-            self.failed += 1
-        self.failures.report(HandlerFailure(self.address, self.handler, exc, message))
-
-    def discard(self, item: Any, error: MessageDroppedError) -> None:
-        """``item`` was dropped before the handler got it: its requester fails at once, or
-        the drop is reported."""
-        if type(item) is Message:
-            message: Message[Any] = item  # pyright: ignore[reportUnknownVariableType]
-            responder = message.responder
-            if responder is not None and message.kind == "request":
-                if responder.is_awaited():
-                    responder.settle_failure(error, False)
-                return  # (else its requester has its outcome already: timeout, close)
-            self.report(message, error)
-        else:
-            self.report(None, error)
 
     # -- ending ----------------------------------------------------------------------------
 
