@@ -192,6 +192,8 @@ class Dispatch:
             collected.can_wait = can_wait
         tasks = self.tasks
         outer, tasks.collecting = tasks.collecting, collected
+        if can_wait is False:  # a *_nowait caller's: no handler runs in its stack
+            tasks.later += 1
         try:
             if message.kind == "publish":
                 self._published(message)
@@ -203,6 +205,8 @@ class Dispatch:
                     subject.on_next(message)
         finally:
             tasks.collecting = outer
+            if can_wait is False:
+                tasks.later -= 1
         if collected is None:
             return None
         if collected.waits is None and collected.turns is None and collected.refusal is None:

@@ -20,7 +20,7 @@ from reactivex import abc
 
 from ._failures import Failures, call_ended
 from ._outcomes import Outcomes
-from ._tasks import Tasks
+from ._tasks import Tasks, called_later
 from ._validation import HandlerTypes
 from .errors import (
     EventBusError,
@@ -216,7 +216,7 @@ class Endpoint(Outcomes, abc.ObserverBase[Message[Any]]):
                 self.call(message, False)
             return
         collecting = self.tasks.collecting
-        if collecting is not None and collecting.can_wait:
+        if collecting is not None and collecting.can_wait and not self.tasks.later:
             collecting.take_turn(self)
         else:
             self.call(message, False)
@@ -241,7 +241,10 @@ class Endpoint(Outcomes, abc.ObserverBase[Message[Any]]):
         argument (validated), call it, catch what it raises, and hand the outcome on. What it
         returns when that is awaitable is run in a task of the bus's (``run``), which the
         caller under way collects, and the task is returned while it runs; or, for an inline
-        turn, returned for the caller to ``run``."""
+        turn, returned for the caller to ``run``. For a ``*_nowait`` caller, and behind what
+        one set off, that task calls the handler at the loop's next turn (``called_later``)."""
+        if self.tasks.later and not inline:  # never in a *_nowait caller's stack
+            return self.tasks.start_later(called_later(self, item, self.mailbox is not None))
         self.delivered += 1
         self.counts.delivered += 1
         message: Message[Any] | None = None
@@ -284,12 +287,8 @@ class Endpoint(Outcomes, abc.ObserverBase[Message[Any]]):
             return None
         if inline:
             return awaitable
-        tasks = self.tasks
         # A mailbox watches its tasks end, to start the next: they leave ``running`` then.
-        task = tasks.start(self.run(message, awaitable, self.mailbox is not None))
-        if task is not None and tasks.collecting is not None:
-            tasks.collecting.wait_for(task)
-        return task
+        return self.tasks.start(self.run(message, awaitable, self.mailbox is not None))
 
     def _deliverable(self, item: Any) -> bool:
         """Whether ``item`` may reach a handler that takes messages: a message (a pipe may

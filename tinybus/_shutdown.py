@@ -144,6 +144,8 @@ class Shutdown:
         cancellation is, rather than destroyed with the loop. Buffered messages stay for the
         next loop the bus serves."""
         await asyncio.sleep(0)
+        # (Those calls' handlers start at the loop's next turn, as for any *_nowait caller.)
+        await asyncio.sleep(0)
         tasks = self.tasks
         tasks.ending = True
         running = tasks.others()
@@ -227,7 +229,8 @@ def _describe(task: asyncio.Task[Any]) -> str:
     """The handler a task of the bus's runs (``Endpoint.run``'s, or the task's coroutine)."""
     coro = task.get_coro()
     frame = getattr(coro, "cr_frame", None)
-    endpoint = None if frame is None else frame.f_locals.get("self")
+    names: dict[str, Any] = {} if frame is None else frame.f_locals
+    endpoint: Any = names.get("self", names.get("endpoint"))  # (``called_later``'s)
     handler = getattr(endpoint, "handler", None)
     if handler is not None:
         return f"{handler_name(handler)} at {getattr(endpoint, 'address', '?')!r}"

@@ -7,6 +7,14 @@ handler that sends starts the next handler inside its own first step); past
 ``MAX_EAGER_DEPTH`` a task is scheduled the ordinary way, so handlers that call each other
 never grow the stack without bound.
 
+A ``*_nowait`` caller never runs a handler in its own call stack (``Tasks.later`` counts
+its push under way): each handler it reaches is called in a task of the bus's
+(``called_later``) at the loop's next turn, so a handler that ``send_nowait``s to its own
+address does not recurse, and nothing changes under the sender before it returns. Until those
+calls have been made (``later`` counts them too), every handler call takes the same way, in
+order behind them, so a registration sees one sender's messages in the order they were sent
+(an awaited publish waits for its tasks, as for any handler's).
+
 A task stays in ``running`` until it ends: ``drain()`` and ``close()`` wait for those, and
 ``close()`` cancels what is left. Waiting for quiet costs O(1) per task that ends: the waiter
 is woken only when no task is left but those that wait for quiet themselves (a handler that
@@ -67,6 +75,9 @@ class Tasks:
         # What the push under way collects for its caller; None outside a push (and inside
         # a handler's first step: what a handler sets off is its own).
         self.collecting: Collected | None = None
+        # Not 0 while a *_nowait caller's message is pushed, or a handler call it set off
+        # waits for the loop's next turn: handlers are called in tasks (``called_later``).
+        self.later = 0
         # Set once close() cancels the running handlers: their cancellation is no failure.
         self.closing = False
         # Set while the loop ends with the bus open: buffered messages wait for the next.
@@ -99,16 +110,29 @@ class Tasks:
                 self.collecting = collecting
             if task.done():
                 return None
+            if collecting is not None:
+                collecting.wait_for(task)
         else:
             # Not loop.create_task: an eager task factory on the loop would start it eagerly
             # again, and the depth would have no bound. Cancelled before its first step, its
             # coroutine never runs: the done callback takes it out of ``running`` then.
             task = asyncio.Task(coro, loop=loop)
             task.add_done_callback(self.ended, context=self._bare_context)
+            if self.collecting is not None:
+                self.collecting.wait_for(task)
         self.running.add(task)
         if task in self.waiting:  # it waits for quiet since its first step
             self.quiet_waiters += 1
         return task
+
+    def start_later(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
+        """``start`` for a handler's call at the loop's next turn (``called_later``)."""
+        self.later += 1  # (until that turn)
+        try:
+            return self.start(coro)
+        except BaseException:
+            self.later -= 1
+            raise
 
     def wait_for_quiet(self, task: asyncio.Task[Any] | None) -> None:
         """``task`` (the current one) waits for quiet: it does not count as running."""
@@ -172,7 +196,34 @@ class Tasks:
         for mailbox in self.mailboxes:
             mailbox.reset()
         self.collecting = None
+        self.later = 0
         self._depth = 0
         self._quiet = None
         self.waiting.clear()
         self.quiet_waiters = 0
+
+
+async def called_later(endpoint: Endpoint, item: Any, watched: bool) -> None:
+    """The body of a task ``Endpoint.call`` starts for a ``*_nowait`` caller's message. Its
+    first step (eager, in the caller's stack) only yields; at the loop's next turn the
+    handler is called here, as an inline turn calls it, and what it returns is awaited in
+    this same task (``Endpoint.run``); ``watched`` as there. Cancelled before the handler was
+    called (the loop ending, say), the message is the handler's failure, as a running
+    handler's cancellation is: reported, never lost unseen."""
+    message = item if endpoint.items_are_messages else None
+    tasks = endpoint.tasks
+    awaitable = None
+    try:
+        try:
+            await asyncio.sleep(0)
+        finally:
+            tasks.later = max(tasks.later - 1, 0)  # (0 after ``reset``: a loop gone)
+        awaitable = endpoint.call(item, True)
+    except asyncio.CancelledError as exc:  # (call() hands on what the handler raises)
+        if endpoint.raised(message, exc, True):
+            raise
+    finally:
+        if awaitable is None and not watched:
+            tasks.leave()
+    if awaitable is not None:
+        await endpoint.run(message, awaitable, watched)

@@ -755,31 +755,41 @@ async def test_observe_all_sees_messages_as_the_interceptors_left_them(bus: Even
 # -- publish_nowait / send_nowait ------------------------------------------------------------
 
 
-async def test_publish_nowait_delivers_synchronously_from_a_loop_callback(bus: EventBus) -> None:
-    """Called from a plain callback on the loop, publish_nowait has run the synchronous
-    listeners (exact and pattern) by the time it returns."""
+async def test_publish_nowait_returns_before_any_listener_ran_from_a_loop_callback(
+    bus: EventBus,
+) -> None:
+    """Called from a plain callback on the loop, publish_nowait returns the number of
+    registrations reached before any listener ran (no handler runs in its caller's stack);
+    the listeners (exact and pattern) run at the loop's next turn, and drain() waits for
+    them."""
     heard: list[str] = []
     bus.on("evt.1", lambda body: heard.append(f"exact {body}"))
     bus.on("evt.*", lambda body: heard.append(f"pattern {body}"))
-    seen_on_return: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+    seen_on_return: asyncio.Future[tuple[int, list[str]]] = (
+        asyncio.get_running_loop().create_future()
+    )
 
     def callback() -> None:
-        bus.publish_nowait("evt.1", "x")
-        seen_on_return.set_result(list(heard))
+        reached = bus.publish_nowait("evt.1", "x")
+        seen_on_return.set_result((reached, list(heard)))
 
     asyncio.get_running_loop().call_soon(callback)
     async with asyncio.timeout(5):
-        assert await seen_on_return == ["exact x", "pattern x"]
+        assert await seen_on_return == (2, [])
+        await bus.drain()
+    assert heard == ["exact x", "pattern x"]
 
 
-async def test_send_nowait_delivers_synchronously(bus: EventBus) -> None:
-    """send_nowait hands the message to a synchronous consumer before returning, round-robin."""
+async def test_send_nowait_delivers_at_the_next_turn_round_robin(bus: EventBus) -> None:
+    """send_nowait picks its consumer at the call (round-robin) and returns before it ran;
+    the consumers run at the loop's next turn, in the order of the sends."""
     got: list[tuple[str, int]] = []
     bus.consumer("jobs", lambda message: got.append(("a", message.body)))
     bus.consumer("jobs", lambda message: got.append(("b", message.body)))
     bus.send_nowait("jobs", 1)
-    assert got == [("a", 1)]
     bus.send_nowait("jobs", 2)
+    assert got == []
+    await bus.drain()
     assert got == [("a", 1), ("b", 2)]
 
 
@@ -792,7 +802,8 @@ async def test_a_failing_listener_under_publish_nowait_goes_to_bus_errors(
         raise LookupError("nope")
 
     bus.on("evt", broken)
-    bus.publish_nowait("evt", 1)
+    assert bus.publish_nowait("evt", 1) == 1  # (returns before the listener ran)
+    await bus.drain()
     assert [(f.handler, type(f.exception)) for f in failures] == [(broken, LookupError)]
 
 
@@ -800,13 +811,15 @@ async def test_a_failing_listener_under_publish_nowait_goes_to_bus_errors(
 async def test_nowait_async_handlers_run_as_bus_tasks_that_drain_waits_for(
     bus: EventBus, method: str
 ) -> None:
-    """An async handler starts at once (up to its first suspension) and finishes later as a
-    task of the bus: drain() does not return before it has finished."""
+    """An async handler reached by a *_nowait call starts at the loop's next turn and runs
+    as a task of the bus: drain() does not return before it has finished."""
     release = asyncio.Event()
+    started = asyncio.Event()
     progress: list[str] = []
 
     async def slow(message: Message[Any]) -> None:
         progress.append(f"started {message.body}")
+        started.set()
         await release.wait()
         progress.append(f"finished {message.body}")
 
@@ -816,9 +829,11 @@ async def test_nowait_async_handlers_run_as_bus_tasks_that_drain_waits_for(
     else:
         bus.consumer("work", slow)
         bus.send_nowait("work", 1)
-    assert progress == ["started 1"]
+    assert progress == []  # not in the caller's stack
     drain = asyncio.create_task(bus.drain())
-    await asyncio.sleep(0)
+    async with asyncio.timeout(5):
+        await started.wait()
+    assert progress == ["started 1"]
     assert not drain.done()
     release.set()
     async with asyncio.timeout(5):

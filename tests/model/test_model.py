@@ -1916,17 +1916,21 @@ def test_a_handler_cancelled_from_outside_lets_its_buffer_move_on() -> None:
             bus.errors.subscribe(failures.append)
             handled: list[int] = []
             tasks: list[asyncio.Task[Any] | None] = []
+            started = asyncio.Event()
 
             async def work(n: int) -> None:
                 handled.append(n)
                 if n == 0:
                     tasks.append(asyncio.current_task())
+                    started.set()
                     await asyncio.Event().wait()  # until cancelled
 
             registration = bus.on("jobs", work, max_concurrency=1)
             bus.publish_nowait("jobs", 0)
             bus.publish_nowait("jobs", 1)  # waits for 0
             assert registration.queued == 1
+            async with asyncio.timeout(5):
+                await started.wait()  # (0's handler starts at the loop's next turn)
             first = tasks[0]
             assert first is not None
             first.cancel()

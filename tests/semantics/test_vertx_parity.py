@@ -865,10 +865,11 @@ async def test_pause_with_a_full_buffer_error_policy_raises_buffer_full_error(
     error = caught.value
     assert isinstance(error, MessageDroppedError)
     assert (error.address, error.reason, error.kind) == ("rows", "overflow", FailureKind.ERROR)
-    with pytest.raises(BufferFullError):
+    with pytest.raises(BufferFullError):  # at the call: the push is synchronous
         bus.publish_nowait("rows", 2)
-    assert relaxed == [0, 1, 2]  # everyone else got the message first
     assert (registration.queued, registration.dropped) == (1, 2)
+    await bus.drain()
+    assert relaxed == [0, 1, 2]  # everyone else got the message (at the loop's next turn)
     assert failures == []  # the publisher was told: not reported as well
     registration.resume()
     await bus.drain()
@@ -1606,3 +1607,80 @@ async def test_an_interceptor_raising_on_a_handlers_failure_leaves_it_and_is_log
     assert [r.getMessage() for r in logged] == ["an interceptor raised on a failure for 'svc'"]
     assert logged[0].exc_info is not None
     assert isinstance(logged[0].exc_info[1], RuntimeError)
+
+
+# -- second pass: no trampolining -----------------------------------------------------------------
+
+
+async def test_self_send_does_not_trampoline(bus: EventBus, failures: FailureLog) -> None:
+    """Vert.x ``testSelfSendDoesNotTrampoline``: a handler that ``send_nowait``s to its own
+    address is not re-entered inside that call; what it did after the send happened before
+    the message it sent was handled. 10,000 sends in a chain end without a RecursionError,
+    in order."""
+    trace: list[str] = []
+
+    def relay(message: Message[int]) -> None:
+        trace.append(f"got {message.body}")
+        if message.body > 0:
+            bus.send_nowait("self", message.body - 1)
+            trace.append(f"sent {message.body - 1}")  # nothing ran under the sender
+
+    bus.consumer("self", relay)
+    bus.send_nowait("self", 10_000)
+    assert trace == []
+    async with asyncio.timeout(30):
+        await bus.drain()
+    expected: list[str] = []
+    for n in range(10_000, 0, -1):
+        expected += [f"got {n}", f"sent {n - 1}"]
+    assert trace == [*expected, "got 0"]
+    assert failures == []
+
+
+async def test_publish_nowait_returns_before_any_listener_ran(bus: EventBus) -> None:
+    """``publish_nowait`` pushes the message at once (counted, routed, its count returned) and
+    returns before any listener ran; ``drain()`` waits for them."""
+    heard: list[int] = []
+
+    async def later(body: int) -> None:
+        heard.append(-body)
+
+    bus.on("rows", heard.append)
+    bus.on("rows", later)
+    bus.on("rows", heard.append, inline=True)
+    assert bus.publish_nowait("rows", 1) == 3
+    assert heard == []
+    assert (bus.stats().totals.published, bus.stats().totals.delivered) == (1, 0)
+    async with asyncio.timeout(5):
+        await bus.drain()
+    assert sorted(heard) == [-1, 1, 1]
+
+
+async def test_an_awaited_publish_still_runs_a_handler_that_does_not_suspend_before_returning(
+    bus: EventBus,
+) -> None:
+    """Awaited ``publish`` keeps its behaviour: a plain function has run when it returns,
+    and so has a coroutine that does not suspend."""
+    heard: list[str] = []
+
+    async def quick(body: int) -> None:
+        heard.append(f"quick {body}")
+
+    bus.on("rows", lambda body: heard.append(f"plain {body}"))
+    bus.on("rows", quick)
+    assert await bus.publish("rows", 1) == 2
+    assert heard == ["plain 1", "quick 1"]
+
+
+async def test_nowait_then_awaited_publish_keep_their_order_at_each_listener(
+    bus: EventBus,
+) -> None:
+    """One sender's messages reach a listener in the order sent, whether it awaited or not:
+    an awaited publish after a ``publish_nowait`` whose handlers have not run yet goes behind
+    them (and still returns once its own handlers have finished)."""
+    heard: list[int] = []
+    bus.on("rows", heard.append)
+    bus.publish_nowait("rows", 0)
+    bus.publish_nowait("rows", 1)
+    await bus.publish("rows", 2)
+    assert heard == [0, 1, 2]
