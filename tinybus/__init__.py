@@ -25,13 +25,14 @@ from .gather import Failed, Gathered, Outcome, Replied
 from .headers import Headers
 from .instrumentation import Instrumentation
 from .iteration import MessageStream
-from .message import Envelope, Message
+from .message import DROP, Drop, Envelope, Message
 from .options import DeliveryOptions, RegistrationOptions
 from .producers import Publisher, Sender
 from .registration import Registration
 from .stats import AddressStats, BusStats, Counters, HandlerStats
 
 __all__ = [
+    "DROP",
     "MAX_ADDRESS_LENGTH",
     "Address",
     "AddressStats",
@@ -40,6 +41,7 @@ __all__ = [
     "BusStats",
     "Counters",
     "DeliveryOptions",
+    "Drop",
     "Envelope",
     "Event",
     "EventBus",

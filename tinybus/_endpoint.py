@@ -4,8 +4,9 @@ A message pushed into an address's Subject reaches each registration's endpoint 
 one), or one consumer's (a sent or requested one). It goes through the registration's pipeline
 and mailbox, if any, to ``Endpoint.call``, the one place where a handler is called, whatever
 the role, the mode or the kind of message; an inline registration's caller calls it at its
-turn (``Endpoint.turn``). The outcome goes to ``settle``/``settle_failure``: to the requester
-(through the request's ``Exchange``) for a request, else, for a failure, to ``bus.errors``.
+turn (``Endpoint.turn``); the bus's inbound interceptors (``Inbound``) see it first. The
+outcome goes to ``settle``/``settle_failure`` (``Outcomes``): to the requester (through the
+request's ``Exchange``) for a request, else, for a failure, to ``bus.errors``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from reactivex import abc
 
 from ._failures import Failures, call_ended
+from ._inbound import Inbound
 from ._outcomes import Outcomes
 from ._tasks import Tasks, called_later
 from ._validation import HandlerTypes
@@ -71,6 +73,7 @@ class Endpoint(Outcomes, abc.ObserverBase[Message[Any]]):
         "failed",
         "failures",
         "handler",
+        "inbound",
         "inline",
         "instrumentation",
         "items_are_messages",
@@ -107,6 +110,7 @@ class Endpoint(Outcomes, abc.ObserverBase[Message[Any]]):
         max_concurrency: int | None = None,
         max_buffered: int = 1000,
         overflow: Overflow = "block",
+        inbound: Inbound | None = None,
     ) -> None:
         self.address = address
         self.handler = handler
@@ -132,6 +136,7 @@ class Endpoint(Outcomes, abc.ObserverBase[Message[Any]]):
         self.delivered = self.replied = self.failed = 0
         self.registration: Registration | None = None  # its public handle
         self.instrumentation: Instrumentation | None = None  # what traces its handler's runs
+        self.inbound = Inbound() if inbound is None else inbound  # the bus's, shared
         self.subject: AddressSubject | None = None  # set while attached to its address
         # Consumers of one address form a ring, the order requests and sends take turns in.
         self.ring_next: Endpoint = self
@@ -176,6 +181,12 @@ class Endpoint(Outcomes, abc.ObserverBase[Message[Any]]):
     def _enter_pipeline(self, message: Message[Any]) -> None:
         pipeline = self.pipeline
         assert pipeline is not None
+        if not self.pipe_messages and self.inbound.interceptors:
+            # Its pipe turns messages into bodies: the last place the message is one.
+            admitted = self.inbound.admit(self, message)
+            if admitted is None:
+                return
+            message = admitted
         if not self.pipe_messages:
             pipeline.push(own_copy(message.body) if message.copies else message.body)
         elif message.kind != "request":
@@ -231,8 +242,7 @@ class Endpoint(Outcomes, abc.ObserverBase[Message[Any]]):
         if self.tasks.closing:
             # close() ended its grace period while the turns before this one ran: like what
             # waits in a buffer then, the message is dropped and reported.
-            self.counts.dropped += 1
-            self.discard(message, MessageDroppedError(self, "closed"))
+            self.drop(message, MessageDroppedError(self, "closed"))
             return None
         return self.call(message, True)
 
@@ -242,9 +252,14 @@ class Endpoint(Outcomes, abc.ObserverBase[Message[Any]]):
         returns when that is awaitable is run in a task of the bus's (``run``), which the
         caller under way collects, and the task is returned while it runs; or, for an inline
         turn, returned for the caller to ``run``. For a ``*_nowait`` caller, and behind what
-        one set off, that task calls the handler at the loop's next turn (``called_later``)."""
+        one set off, that task calls the handler at the loop's next turn (``called_later``).
+        The inbound interceptors see a message first, and may drop it (``Inbound.admit``)."""
         if self.tasks.later and not inline:  # never in a *_nowait caller's stack
             return self.tasks.start_later(called_later(self, item, self.mailbox is not None))
+        if self.inbound.interceptors and self.items_are_messages:
+            item = self.inbound.admit(self, item)
+            if item is None:
+                return None
         self.delivered += 1
         self.counts.delivered += 1
         message: Message[Any] | None = None

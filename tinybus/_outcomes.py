@@ -15,6 +15,7 @@ from ._failures import Failures
 from ._tasks import Tasks
 from .errors import HandlerFailure, MessageDroppedError
 from .message import Message
+from .stats import Counters
 
 # Re-raised after being handed on: a handler's task ends with them (cancelled, or closed);
 # in the caller's task (an inline turn), a handler's own cancellation is its failure only.
@@ -32,6 +33,7 @@ class Outcomes:
     failures: Failures
     failed: int
     tasks: Tasks
+    counts: Counters
 
     def settle(self, message: Message[Any], value: Any) -> None:
         """A request's handler returned ``value``: its answer (unless one was given)."""
@@ -68,6 +70,11 @@ class Outcomes:
         if not isinstance(exc, MessageDroppedError):
             self.failed += 1
         self.failures.report(HandlerFailure(self.address, self.handler, exc, message))
+
+    def drop(self, message: Message[Any], error: MessageDroppedError) -> None:
+        """``message`` is dropped here, before the handler got it: counted, and ``discard``."""
+        self.counts.dropped += 1
+        self.discard(message, error)
 
     def discard(self, item: Any, error: MessageDroppedError) -> None:
         """``item`` was dropped before the handler got it: its requester fails at once, or

@@ -8,6 +8,7 @@ from typing import Any
 from ._endpoint import Endpoint, Role
 from ._failures import Failures
 from ._flow import Mailbox
+from ._inbound import Inbound
 from ._loop import LoopBinding
 from ._patterns import is_pattern
 from ._pipeline import Pipeline
@@ -43,6 +44,7 @@ class Registry:
         self.validate = validate  # the bus's default
         self.transport = transport
         self.instrumentation: Instrumentation | None = None  # given to every endpoint
+        self.inbound = Inbound()  # the inbound interceptors, shared by every endpoint
         self.pipelines: set[Pipeline] = set()
 
     def register(
@@ -75,6 +77,7 @@ class Registry:
             max_concurrency=options.max_concurrency,
             max_buffered=options.max_buffered,
             overflow=options.overflow,
+            inbound=self.inbound,
         )
         endpoint.instrumentation = self.instrumentation
         registration = endpoint.registration = Registration(endpoint, self)

@@ -24,6 +24,23 @@ logger = logging.getLogger("tinybus")
 type Interceptor = Callable[[Envelope], Message[Any] | None]
 
 
+def replacement(interceptor: object, message: Message[Any], replaced: object) -> Message[Any]:
+    """What an interceptor returned instead of ``message``, checked: a message to the same
+    address (an interceptor may change headers or the body, never where a message goes)."""
+    if not isinstance(replaced, Message):
+        raise TypeError(
+            f"interceptor {handler_name(interceptor)} returned "
+            f"{type(replaced).__name__}; it must return a Message or None"
+        )
+    changed: Message[Any] = replaced  # pyright: ignore[reportUnknownVariableType]
+    if changed.address != message.address or changed.reply_address != message.reply_address:
+        raise ValueError(
+            f"interceptor {handler_name(interceptor)} changed the address of a message; "
+            "it may change headers (message.with_headers) but not where it goes"
+        )
+    return changed
+
+
 class _Relay(abc.ObserverBase[Reply]):
     """Shows each reply to the taps, after the reply Subject has settled its request."""
 
@@ -78,20 +95,8 @@ class Taps:
         way back: ``"reply"``, ``"failure"``)."""
         for interceptor in self.interceptors:
             replaced = cast(object, interceptor(Envelope(kind, message)))
-            if replaced is None:
-                continue
-            if not isinstance(replaced, Message):
-                raise TypeError(
-                    f"interceptor {handler_name(interceptor)} returned "
-                    f"{type(replaced).__name__}; it must return a Message or None"
-                )
-            changed: Message[Any] = replaced  # pyright: ignore[reportUnknownVariableType]
-            if changed.address != message.address or changed.reply_address != message.reply_address:
-                raise ValueError(
-                    f"interceptor {handler_name(interceptor)} changed the address of a message; "
-                    "it may change headers (message.with_headers) but not where it goes"
-                )
-            message = changed
+            if replaced is not None:
+                message = replacement(interceptor, message, replaced)
         return message
 
     def add(self, interceptor: Interceptor) -> None:

@@ -14,6 +14,7 @@ from ._address import AddressLike, AnyAddress, to_address
 from ._answers import Answers
 from ._failures import Failures
 from ._flow import Overflow
+from ._inbound import InboundInterceptor
 from ._loop import LoopBinding
 from ._patterns import is_pattern
 from ._pipeline import Operator
@@ -218,6 +219,28 @@ class Watching:
         """Remove ``interceptor`` (nothing happens when it is not there)."""
         self._taps.remove(interceptor)
         self._answers.refresh()
+
+    def add_inbound_interceptor(self, interceptor: InboundInterceptor) -> InboundInterceptor:
+        """Run ``interceptor`` on every message just before a handler gets it (usable as a
+        decorator): after routing, once per registration it reaches, on this bus, whichever
+        bus or process sent it (Vert.x ``addInboundInterceptor``).
+
+        It is called with an ``Envelope`` (kind ``"publish"``, ``"send"`` or ``"request"``)
+        and returns ``None`` to let the message through, a replacement to the same address
+        (``envelope.message.with_headers({...})``) that this handler then sees, or
+        ``tinybus.DROP`` to drop it for this registration. A dropped request fails its
+        requester at once with ``MessageDroppedError`` (``reason == "intercepted"``, naming
+        the interceptor); another dropped message is reported on ``bus.errors``; both count
+        in ``stats().dropped``. An interceptor that raises drops the message the same way,
+        with what it raised as the error's ``__cause__``. They run in the order they were
+        added, synchronously, before the bus's instrumentation traces the handler.
+        """
+        self._registry.inbound.add(interceptor)
+        return interceptor
+
+    def remove_inbound_interceptor(self, interceptor: InboundInterceptor) -> None:
+        """Remove ``interceptor`` (nothing happens when it is not there)."""
+        self._registry.inbound.remove(interceptor)
 
     @property
     def errors(self) -> Observable[HandlerFailure]:

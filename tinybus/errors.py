@@ -151,17 +151,23 @@ class MessageDroppedError(EventBusError):
     """A message was discarded before its handler got it.
 
     ``reason`` says why: ``"overflow"`` (a ``drop_oldest``/``drop_newest`` buffer was full),
-    ``"unregistered"`` (its registration ended while it waited) or ``"closed"`` (the bus closed
-    while it waited). A requester whose request is dropped gets this at once; a dropped
-    published or sent message is reported on ``bus.errors``.
+    ``"unregistered"`` (its registration ended while it waited), ``"closed"`` (the bus closed
+    while it waited) or ``"intercepted"`` (the inbound interceptor ``interceptor`` dropped it).
+    A requester whose request is dropped gets this at once; a dropped published or sent
+    message is reported on ``bus.errors``.
     """
 
-    def __init__(self, registration: Any, reason: str = "overflow") -> None:
+    def __init__(
+        self, registration: Any, reason: str = "overflow", interceptor: object = None
+    ) -> None:
         overflow = getattr(registration, "overflow", None)
         what = {
             "overflow": f"its buffer was full (overflow={overflow!r})",
             "unregistered": "it was unregistered",
             "closed": "the bus closed",
+            "intercepted": f"the inbound interceptor {handler_name(interceptor)} dropped it "
+            "(it returned DROP, or raised: then this error's __cause__ is what it raised); "
+            "bus.remove_inbound_interceptor() removes it",
         }.get(reason, reason)
         super().__init__(
             f"a message to {registration.address!r} was dropped before "
@@ -169,6 +175,7 @@ class MessageDroppedError(EventBusError):
         )
         self.address = registration.address
         self.reason = reason
+        self.interceptor = interceptor
 
 
 class BufferFullError(MessageDroppedError):

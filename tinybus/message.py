@@ -7,7 +7,7 @@ import secrets
 import sys
 from copy import deepcopy
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._address import to_address
 from ._carrier import Carrier, Kind, Responder
@@ -241,3 +241,17 @@ class Envelope:
     @property
     def body(self) -> Any:
         return self.message.body
+
+
+class Drop:
+    """The type of ``tinybus.DROP``, what an inbound interceptor returns to drop a message."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DROP"
+
+
+DROP: Final = Drop()
+"""What an inbound interceptor returns to drop a message for the registration it is about to
+reach (``bus.add_inbound_interceptor``)."""

@@ -347,3 +347,25 @@ async def test_a_stream_is_a_registration_other_buses_publish_to() -> None:
             mine = await private.next(timeout=5)
     assert (message.address, message.body) == ("news.today", "hello")
     assert mine.body == "for you"
+
+
+async def test_a_message_from_another_bus_passes_the_receiving_buss_inbound_interceptors() -> None:
+    broker = Broker()
+    async with connected(broker) as sender, connected(broker) as receiver:
+        stamped: list[tuple[str, str]] = []
+        receiver.add_inbound_interceptor(
+            lambda envelope: envelope.message.with_headers({"inbound": "receiver"})
+        )
+        sender.add_inbound_interceptor(
+            lambda envelope: envelope.message.with_headers({"inbound": "sender"})
+        )
+
+        @receiver.on("news")
+        def heard(message: Message[int]) -> None:
+            stamped.append(("news", message.headers["inbound"]))
+
+        receiver.consumer("who", lambda message: message.headers["inbound"])
+        await sender.publish("news", 1)
+        await receiver.drain()
+        assert stamped == [("news", "receiver")]
+        assert await sender.request("who", None) == "receiver"
