@@ -28,6 +28,8 @@ import contextvars
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from .errors import MessageDroppedError
+
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
     from ._flow import Mailbox
@@ -209,7 +211,11 @@ async def called_later(endpoint: Endpoint, item: Any, watched: bool) -> None:
     handler is called here, as an inline turn calls it, and what it returns is awaited in
     this same task (``Endpoint.run``); ``watched`` as there. Cancelled before the handler was
     called (the loop ending, say), the message is the handler's failure, as a running
-    handler's cancellation is: reported, never lost unseen."""
+    handler's cancellation is: reported, never lost unseen. A registration without a pipeline
+    or a mailbox that was unregistered before its turn is not called: the message is its drop
+    (counted; reported, or its requester fails). What a mailbox started is its running
+    message, which an unregistering lets finish, and a pipeline hands over what it let out
+    before it completed."""
     message = item if endpoint.items_are_messages else None
     tasks = endpoint.tasks
     awaitable = None
@@ -218,6 +224,10 @@ async def called_later(endpoint: Endpoint, item: Any, watched: bool) -> None:
             await asyncio.sleep(0)
         finally:
             tasks.later = max(tasks.later - 1, 0)  # (0 after ``reset``: a loop gone)
+        if not watched and not endpoint.registered and endpoint.pipeline is None:
+            endpoint.counts.dropped += 1
+            endpoint.discard(item, MessageDroppedError(endpoint, "unregistered"))
+            return
         awaitable = endpoint.call(item, True)
     except asyncio.CancelledError as exc:  # (call() hands on what the handler raises)
         if endpoint.raised(message, exc, True):

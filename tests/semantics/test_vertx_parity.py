@@ -1656,6 +1656,31 @@ async def test_publish_nowait_returns_before_any_listener_ran(bus: EventBus) -> 
     assert sorted(heard) == [-1, 1, 1]
 
 
+async def test_a_registration_unregistered_before_its_nowait_turn_is_not_called(
+    bus: EventBus, failures: FailureLog
+) -> None:
+    """Between a ``*_nowait`` push and the turn its handler would run at, the registration
+    ended: neither handler is called, and each message is that registration's drop, counted
+    and reported as one still in its buffer would be, never lost unseen."""
+    heard: list[object] = []
+    listener = bus.on("rows", heard.append)
+    consumer = bus.consumer("jobs", heard.append)
+    assert bus.publish_nowait("rows", 1) == 1
+    bus.send_nowait("jobs", 2)
+    listener.unregister()
+    consumer.unregister()
+    async with asyncio.timeout(5):
+        await bus.drain()
+    assert heard == []
+    assert [(f.address, f.message and f.message.body) for f in failures] == [
+        ("rows", 1),
+        ("jobs", 2),
+    ]
+    assert all(isinstance(f.exception, MessageDroppedError) for f in failures)
+    assert all("unregistered" in str(f.exception) for f in failures)
+    assert bus.stats().totals.dropped == 2
+
+
 async def test_an_awaited_publish_still_runs_a_handler_that_does_not_suspend_before_returning(
     bus: EventBus,
 ) -> None:
